@@ -1,0 +1,100 @@
+"""Instruction data: the reference's JSON list (or JSONL of the same objects), checked field by field.
+
+Each example is `{"id", "pure_input", "input", "output": [answer, ...], ...}`:
+`input` is the aligned model's chat-formatted prompt, `pure_input` the bare query, `output[0]` the
+aligned model's answer (a plain string is accepted as well as a list).
+
+    from aligntds.data import load_examples
+    items = load_examples("data/Llama-2-7b-chat-hf.json", fields=("input",))
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from .errors import UserError
+
+# The reference's i2b template (`--enable_template`), character for character.
+REFERENCE_TEMPLATE = "# Query: \n ```{query}``` \n\n \n# Answer: \n ```"
+QUERY_PLACEHOLDER = "{query}"
+
+
+def _read_json_or_jsonl(path: Path) -> list:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: data file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read data file ({e})") from None
+    stripped = text.lstrip()
+    if not stripped:
+        raise UserError(f"{path}: data file is empty")
+    if stripped[0] == "[":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        return items
+    items = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: line {lineno} is not valid JSON ({e.msg}); expected a JSON list or JSONL") from None
+    return items
+
+
+def answer_of(item: dict) -> str:
+    """The answer to analyse: `output[0]` (the reference keeps outputs as a list), or `output` itself."""
+    out = item["output"]
+    return out[0] if isinstance(out, list) else out
+
+
+def load_examples(path: str | Path, fields: Iterable[str] = ()) -> list[dict]:
+    """Load and check a data file; `fields` are the prompt fields this run needs besides `id` and `output`.
+
+    Raises `UserError` naming the file and the example for a missing file, invalid JSON, an example
+    that is not an object, or a missing or mistyped field.
+    """
+    path = Path(path)
+    items = _read_json_or_jsonl(path)
+    if not isinstance(items, list):
+        raise UserError(f"{path}: expected a JSON list of examples (or JSONL), found {type(items).__name__}")
+    for i, item in enumerate(items):
+        where = f"{path}: example {i}"
+        if not isinstance(item, dict):
+            raise UserError(f"{where} is a {type(item).__name__}, not an object")
+        for field in ("id", "output", *fields):
+            if field not in item:
+                raise UserError(f"{where} (id={item.get('id', '?')}) has no field '{field}'")
+        for field in fields:
+            if not isinstance(item[field], str):
+                raise UserError(f"{where} (id={item['id']}): field '{field}' must be a string")
+        out = item["output"]
+        if isinstance(out, list):
+            if not out or not isinstance(out[0], str):
+                raise UserError(f"{where} (id={item['id']}): field 'output' must be a non-empty list of strings")
+        elif not isinstance(out, str):
+            raise UserError(f"{where} (id={item['id']}): field 'output' must be a list of strings or a string")
+    return items
+
+
+def load_template(path: str | Path) -> str:
+    """Read a base-model prompt template; it must hold the `{query}` placeholder."""
+    path = Path(path)
+    try:
+        template = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read template ({e.strerror or e})") from None
+    if QUERY_PLACEHOLDER not in template:
+        raise UserError(f"{path}: template has no {QUERY_PLACEHOLDER} placeholder")
+    return template
+
+
+def fill_template(template: str | None, query: str) -> str:
+    """Put `query` into `template` (literal replacement: braces elsewhere in the template are kept)."""
+    return query if template is None else template.replace(QUERY_PLACEHOLDER, query)

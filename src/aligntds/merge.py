@@ -1,0 +1,73 @@
+"""Merging shards: `DIR/shards/{pair}-{mode}.[s:e].pkl`, in start order, into `DIR/{pair}-{mode}.pkl`.
+
+The shards must tile the data exactly: from example 0 to the data length recorded in their
+metadata, with no gap and no overlap, every record where its file name says, all made with the
+same settings. Anything else is refused with a message that names the shards; nothing is dropped
+or duplicated silently.
+
+    from aligntds.merge import merge_shards
+    merge_shards("saved_logits/just_eval/llama2", "llama2", "i2i")
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from . import store
+from .errors import UserError
+from .records import check_records, run_settings, settings_difference
+
+log = logging.getLogger("aligntds")
+
+
+def find_shards(shard_dir: Path, pair: str, mode: str) -> list[tuple[int, int, Path]]:
+    """(start, end, path) of every shard of this pair and mode, sorted by start."""
+    found = []
+    for path in shard_dir.glob("*.pkl"):
+        parsed = store.parse_shard_name(path.name)
+        if parsed and parsed[:2] == (pair, mode):
+            found.append((parsed[2], parsed[3], path))
+    return sorted(found)
+
+
+def merge_shards(directory: str | Path, pair: str, mode: str) -> Path:
+    directory = Path(directory)
+    shard_dir = directory / "shards"
+    if not shard_dir.is_dir():
+        raise UserError(f"{shard_dir}: no such folder (merge_logits.py reads DIR/shards/{pair}-{mode}.[s:e].pkl)")
+    shards = find_shards(shard_dir, pair, mode)
+    if not shards:
+        raise UserError(f"{shard_dir}: no shards named {store.shard_name(pair, mode, 0, 0).replace('[0:0]', '[start:end]')}")
+
+    merged: list[dict] = []
+    settings = n_data = None
+    expected_start = 0
+    for start, end, path in shards:
+        if start > expected_start:
+            raise UserError(f"gap: no shard holds examples [{expected_start}:{start}] (before {path.name})")
+        if start < expected_start:
+            raise UserError(f"overlap: {path.name} starts at {start}, but the shards before it already hold examples up to {expected_start}")
+        records = store.load_records(path)
+        check_records(records, path, mode)
+        indices = [r["index"] for r in records]
+        if indices != list(range(start, end)):
+            raise UserError(f"{path}: holds examples {indices[:1]}..{indices[-1:]} ({len(records)} records), its name says [{start}:{end}]")
+        for rec in records:
+            here = run_settings(rec["meta"])
+            if settings is None:
+                settings, n_data, first = here, here["n_data"], path.name
+            elif here != settings:
+                raise UserError(f"{path.name} was made with other settings than {first} ({settings_difference(settings, here)})")
+        merged.extend(records)
+        expected_start = end
+    if n_data is not None and expected_start != n_data:
+        raise UserError(f"gap: no shard holds examples [{expected_start}:{n_data}] (the data has {n_data} examples)")
+
+    out = directory / store.merged_name(pair, mode)
+    store.save_records(out, merged)
+    positions = sum(len(r["response_ids"]) for r in merged)
+    cut = sum(1 for r in merged if r["n_truncated"])
+    log.info(f"merged {len(shards)} shards into {out}: {len(merged)} examples, {positions} answer positions"
+             + (f", {cut} answers cut to the context" if cut else ""))
+    return out

@@ -1,0 +1,165 @@
+"""Model pairs and loading: presets, dtype and device choice, tokenizer checks.
+
+A pair is a base model and its aligned version; they must share a vocabulary (token id i means the
+same text in both), which `vocab_fingerprint` lets us check across runs and machines.
+
+    from aligntds.models import resolve_pair, load_tokenizer, load_model
+    base, aligned = resolve_pair("llama2")
+    tok = load_tokenizer(aligned); model = load_model(aligned, dtype="auto", device="cuda")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+# Where the demo pair is built (gitignored); `--pair demo` points at it.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_DIR = Path(os.environ.get("ALIGNTDS_DEMO_DIR", REPO_ROOT / "models" / "demo"))
+
+
+@dataclass(frozen=True)
+class Pair:
+    base: str
+    aligned: str
+
+
+PAIRS: dict[str, Pair] = {
+    # The reference's three pairs (URIAL paper: 7.8%, 4.8%, 5.2% shifted).
+    "llama2": Pair("meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-7b-chat-hf"),
+    "vicuna": Pair("meta-llama/Llama-2-7b-hf", "lmsys/vicuna-7b-v1.5"),
+    "mistral": Pair("mistralai/Mistral-7B-v0.1", "mistralai/Mistral-7B-Instruct-v0.1"),
+    # Current base/instruct pairs.
+    "llama2-13b": Pair("meta-llama/Llama-2-13b-hf", "meta-llama/Llama-2-13b-chat-hf"),
+    "llama3.1-8b": Pair("meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B-Instruct"),
+    "mistral-v0.3": Pair("mistralai/Mistral-7B-v0.3", "mistralai/Mistral-7B-Instruct-v0.3"),
+    "qwen2.5-7b": Pair("Qwen/Qwen2.5-7B", "Qwen/Qwen2.5-7B-Instruct"),
+    "gemma2-9b": Pair("google/gemma-2-9b", "google/gemma-2-9b-it"),
+    # OLMo-2 publishes every post-training stage: base -> SFT -> DPO -> Instruct (RLVR).
+    "olmo2-7b-sft": Pair("allenai/OLMo-2-1124-7B", "allenai/OLMo-2-1124-7B-SFT"),
+    "olmo2-7b-dpo": Pair("allenai/OLMo-2-1124-7B", "allenai/OLMo-2-1124-7B-DPO"),
+    "olmo2-7b-instruct": Pair("allenai/OLMo-2-1124-7B", "allenai/OLMo-2-1124-7B-Instruct"),
+    "olmo2-7b-sft-to-dpo": Pair("allenai/OLMo-2-1124-7B-SFT", "allenai/OLMo-2-1124-7B-DPO"),
+    # The pair this project builds and trains locally (`make demo`).
+    "demo": Pair(str(DEMO_DIR / "base"), str(DEMO_DIR / "aligned")),
+}
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_pair(pair: str, base_model: str | None = None, aligned_model: str | None = None) -> tuple[str | None, str | None]:
+    """(base, aligned) model ids or folders: the `--pair` preset, overridden by explicit flags.
+
+    An unknown pair name is fine when the flags give the models: it only names the output files.
+    """
+    preset = PAIRS.get(pair)
+    base = base_model or (preset.base if preset else None)
+    aligned = aligned_model or (preset.aligned if preset else None)
+    return base, aligned
+
+
+def resolve_device(device: str | None) -> str:
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """`auto`: bfloat16 on CUDA, float32 elsewhere."""
+    if dtype == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise UserError(f"unknown --dtype {dtype!r} (choose from auto, {', '.join(DTYPES)})") from None
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _split_revision(name: str) -> tuple[str, str | None]:
+    """`org/model@rev` -> (`org/model`, `rev`), as the reference accepted; local folders are kept whole."""
+    if "@" in name and not Path(name).exists():
+        path, rev = name.rsplit("@", 1)
+        return path, rev
+    return name, None
+
+
+def _load_error(kind: str, name: str, e: Exception) -> UserError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return UserError(f"cannot load {kind} '{name}': {first}")
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    path, rev = _split_revision(name)
+    try:
+        return AutoTokenizer.from_pretrained(path, revision=rev, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, ImportError) as e:
+        raise _load_error("tokenizer", name, e) from None
+
+
+def load_model(
+    name: str,
+    dtype: torch.dtype,
+    device: str,
+    device_map: str | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+):
+    """Load a causal LM for inference; `device_map="auto"` spreads a large model over the GPUs (accelerate)."""
+    from transformers import AutoModelForCausalLM
+
+    path, rev = _split_revision(name)
+    kwargs = dict(revision=rev, dtype=dtype, trust_remote_code=trust_remote_code)
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if device_map:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, KeyError, ImportError) as e:
+        raise _load_error("model", name, e) from None
+    if not device_map:
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def model_revision(model) -> str | None:
+    """The hub commit the weights came from, when loaded from the hub."""
+    return getattr(model.config, "_commit_hash", None)
+
+
+def vocab_fingerprint(tokenizer) -> str:
+    """A short hash of the token -> id mapping (added tokens included): equal iff the vocabularies are equal."""
+    items = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def vocab_difference(tok_a, tok_b, limit: int = 3) -> str:
+    """A short description of how two vocabularies differ ('' when they are equal)."""
+    va, vb = tok_a.get_vocab(), tok_b.get_vocab()
+    ia = {i: t for t, i in va.items()}
+    ib = {i: t for t, i in vb.items()}
+    diffs = [i for i in sorted(set(ia) | set(ib)) if ia.get(i) != ib.get(i)]
+    if not diffs:
+        return ""
+    shown = ", ".join(f"id {i}: {ia.get(i)!r} vs {ib.get(i)!r}" for i in diffs[:limit])
+    return f"{len(diffs)} ids differ (sizes {len(va)} and {len(vb)}; {shown})"
+
+
+def context_length(model) -> int | None:
+    """The longest sequence the model's positions allow, when its config says."""
+    n = getattr(model.config, "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) and n > 0 else None

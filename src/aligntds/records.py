@@ -1,0 +1,130 @@
+"""The record: what `logit_analysis` stores for one example, and how a result was made (`meta`).
+
+One dict per example (T answer positions, k = top_k); the README documents every key:
+
+    index            int        position of the example in the data file
+    id, prompt, probe_text      the example's id, the text fed to the model, the answer text
+    prompt_ids       int32 [P]  prompt token ids (special tokens included)
+    response_ids     int32 [T]  answer token ids (i2b: copied from the i2i record)
+    topk_ids         int32 [T, k], topk_logprobs float32 [T, k]: top-k of the full-vocabulary log-softmax
+    token_logprob    float32 [T], token_rank int32 [T]: the answer token's log-prob and exact 0-based rank
+    entropy          float32 [T]  in nats
+    n_truncated      int        answer tokens dropped to fit the model's context (0 almost always)
+    final_generated_text        i2i only: the answer ids decoded
+    aligned_rank     int32 [T], aligned_logprob float32 [T]: i2b only: exact rank / log-prob, in the
+                     whole base distribution, of the aligned model's top-1 token at that position
+    meta             dict       model, revision, mode, dtype, top_k, template, data, versions
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import UserError
+
+ARRAY_KEYS = ("topk_ids", "topk_logprobs", "token_logprob", "token_rank", "entropy")
+COMMON_KEYS = ("index", "id", "prompt", "probe_text", "prompt_ids", "response_ids", *ARRAY_KEYS, "n_truncated", "meta")
+MODE_ARRAYS = {"i2i": (), "i2b": ("aligned_rank", "aligned_logprob")}
+MODE_KEYS = {"i2i": ("final_generated_text",), "i2b": MODE_ARRAYS["i2b"]}
+# Meta keys that must agree between shards of one run (and between a shard and a re-run's settings).
+RUN_KEYS = ("model", "mode", "dtype", "top_k", "template", "n_data", "vocab")
+
+
+@lru_cache(maxsize=1)
+def git_revision() -> str | None:
+    """The project's git commit (with `-dirty` when the checkout has changes), or None outside git."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {
+        "aligntds": __version__,
+        "git": git_revision(),
+        "torch": str(torch.__version__),
+        "transformers": str(transformers.__version__),
+        "numpy": str(np.__version__),
+        "python": platform.python_version(),
+    }
+
+
+def make_record(
+    index: int,
+    id,
+    prompt: str,
+    probe_text: str,
+    request,
+    stats: dict[str, np.ndarray],
+    n_truncated: int,
+    meta: dict,
+    final_generated_text: str | None = None,
+) -> dict:
+    """One record from a scored `Request` and its statistics (`Scorer.score`); i2b when they hold probe ranks.
+
+    `meta` is shared by all records of a run: pickle stores one copy per file.
+    """
+    rec = {
+        "index": index,
+        "id": id,
+        "prompt": prompt,
+        "probe_text": probe_text,
+        "prompt_ids": np.asarray(request.prompt_ids, dtype=np.int32),
+        "response_ids": np.asarray(request.response_ids, dtype=np.int32),
+        **{k: stats[k] for k in ARRAY_KEYS},
+        "n_truncated": n_truncated,
+    }
+    if "probe_rank" in stats:
+        rec["aligned_rank"], rec["aligned_logprob"] = stats["probe_rank"], stats["probe_logprob"]
+    if final_generated_text is not None:
+        rec["final_generated_text"] = final_generated_text
+    rec["meta"] = meta
+    return rec
+
+
+def check_records(records: list[dict], path: str | Path, mode: str) -> None:
+    """Refuse, naming the file and the example, a record list this project did not write for `mode`."""
+    need = COMMON_KEYS + MODE_KEYS.get(mode, ())
+    for n, rec in enumerate(records):
+        meta = rec.get("meta")
+        if isinstance(meta, dict) and meta.get("mode") not in (None, mode):
+            raise UserError(f"{path}: holds {meta['mode']} records, expected {mode}")
+        missing = [k for k in need if k not in rec]
+        if missing:
+            hint = " (a file of the reference implementation? data_prep reads those)" if "results" in rec else ""
+            raise UserError(f"{path}: record {n} has no {', '.join(missing)}: not {mode} records of this tool{hint}")
+        t = len(rec["response_ids"])
+        for k in ARRAY_KEYS + MODE_ARRAYS.get(mode, ()):
+            if not isinstance(rec[k], np.ndarray) or rec[k].shape[:1] != (t,):
+                raise UserError(f"{path}: record {n} (id={rec['id']}): {k} is not an array of {t} positions (the answer's length)")
+
+
+def run_settings(meta: dict) -> dict:
+    return {k: meta.get(k) for k in RUN_KEYS}
+
+
+def settings_difference(a: dict, b: dict, keys=RUN_KEYS) -> str:
+    """'top_k: 30 != 50; dtype: ...' for the run settings on which two metas disagree ('' if none)."""
+    diffs = []
+    for k in keys:
+        if a.get(k) != b.get(k):
+            va, vb = (repr(x) if not isinstance(x, str) or len(x) < 60 else repr(x[:57] + "...") for x in (a.get(k), b.get(k)))
+            diffs.append(f"{k}: {va} != {vb}")
+    return "; ".join(diffs)

@@ -1,0 +1,301 @@
+"""Teacher-forced scoring: one forward pass over prompt + answer gives every answer position at once.
+
+The reference re-ran the model on the growing prefix for each answer token (n passes per answer, no
+cache, full-vocabulary arrays copied to the host every step). Here each batch of examples goes
+through the model's backbone once; the output layer then runs only on answer positions, a chunk of
+positions at a time, so memory for logits is bounded by `head_bytes`, not by vocabulary x batch length.
+
+Shapes: B examples, L padded length, H hidden size, V vocabulary, N answer positions in a batch,
+T answer tokens of one example, k = top_k.
+
+    scorer = Scorer(model, top_k=30, batch_tokens=8192)
+    stats = scorer.score([Request(prompt_ids, response_ids)])   # one dict of arrays per request
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+
+@dataclass
+class Request:
+    """One example to score.
+
+    prompt_ids: [P] ids of the prompt (P >= 1), special tokens included.
+    response_ids: [T] ids of the answer; position t's distribution is scored against response_ids[t].
+    probe_ids: [T] or None: a second token per position whose exact rank and log-prob are wanted
+        (i2b: the aligned model's top-1 token at that position).
+    """
+
+    prompt_ids: Sequence[int]
+    response_ids: Sequence[int]
+    probe_ids: Sequence[int] | None = None
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.response_ids)
+
+
+def answer_positions(prompt_len: int, answer_len: int) -> np.ndarray:
+    """Indices j of the sequence positions whose output predicts the answer tokens.
+
+    The model's output at position j is the distribution of token j + 1. Answer token t sits at
+    position prompt_len + t, so it is predicted by position prompt_len + t - 1: for t in [0, T),
+    j = prompt_len - 1 + t. This is the only place the shift is written.
+    """
+    if prompt_len < 1:
+        raise ValueError("the prompt must hold at least one token")
+    return np.arange(prompt_len - 1, prompt_len - 1 + answer_len)
+
+
+def plan_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
+    """Group example indices into batches of at most `batch_tokens` padded tokens, longest first.
+
+    Sorting by length cuts padding, and the longest batch comes first so that an out-of-memory
+    error shows at once (lm-evaluation-harness's Collator does the same). A batch costs
+    len(batch) x its longest length; an example longer than the budget gets a batch of its own.
+    Callers put results back in data order.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= batch_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+class LogitHead:
+    """hidden [n, H] -> float32 logits [n, V]: the model's output layer and the final transforms
+    some architectures apply after it (Gemma-2's soft-capping, Cohere's and Granite's scaling).
+
+    `Scorer.check_head` compares this against the model's own forward pass once, so an
+    architecture that does something else after its output layer is refused, not mis-scored.
+    """
+
+    def __init__(self, model):
+        self.linear = model.get_output_embeddings()
+        if self.linear is None:
+            raise UserError(f"{type(model).__name__} has no output layer: not a causal language model")
+        cfg = model.config
+        self.softcap = getattr(cfg, "final_logit_softcapping", None)
+        self.scale = getattr(cfg, "logit_scale", None)  # Cohere: logits * logit_scale
+        self.divisor = getattr(cfg, "logits_scaling", None)  # Granite: logits / logits_scaling
+        self.device = self.linear.weight.device
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.linear(hidden.to(self.device))
+        if self.scale is not None:
+            logits = logits * self.scale
+        if self.divisor is not None:
+            logits = logits / self.divisor
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits.float()
+
+    @property
+    def vocab_size(self) -> int:
+        return self.linear.weight.shape[0]
+
+
+def log_softmax_stats(
+    logits: torch.Tensor, targets: torch.Tensor, top_k: int, probes: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Per-position statistics of the full-vocabulary distribution log_softmax(logits).
+
+    logits: float32 [n, V] (overwritten); targets, probes: long [n].
+    Returns topk_ids [n, k] and topk_logprobs [n, k] (descending), token_logprob [n], token_rank [n]
+    (0-based: the number of tokens strictly more likely than the target), entropy [n] in nats, and
+    with probes: probe_logprob [n], probe_rank [n].
+
+    One exp() pass serves the normaliser and the entropy, and log-probs are never materialised:
+    shifting a row by a constant changes neither its order nor its ranks. Ranks come from the
+    top-k when the token is in it, from one comparison over the row otherwise.
+    """
+    z = logits.sub_(logits.amax(dim=1, keepdim=True))  # z = logits - max, so exp(z) <= 1
+    e = z.exp()
+    total = e.sum(dim=1)
+    log_total = total.log()  # log p = z - log_total
+    entropy = log_total - torch.linalg.vecdot(e, z) / total
+    if not torch.isfinite(entropy).all():  # a -inf logit makes 0 * -inf: take those rows the slow way
+        bad = ~torch.isfinite(entropy)
+        entropy[bad] = log_total[bad] - torch.where(e[bad] > 0, e[bad] * z[bad], 0.0).sum(dim=1) / total[bad]
+    del e
+    top_z, top_ids = torch.topk(z, top_k, dim=1)
+    out = {"topk_ids": top_ids, "topk_logprobs": top_z - log_total[:, None], "entropy": entropy}
+    for name, ids in (("token", targets), ("probe", probes)):
+        if ids is None:
+            continue
+        tz = z.gather(1, ids[:, None])
+        outside = (tz[:, 0] < top_z[:, -1]).nonzero()[:, 0]  # not in the top-k: count over the whole row
+        if len(outside) > len(ids) // 4:
+            rank = (z > tz).sum(dim=1, dtype=torch.int32)
+        else:
+            rank = (top_z > tz).sum(dim=1, dtype=torch.int32)
+            if len(outside):
+                rank[outside] = (z[outside] > tz[outside]).sum(dim=1, dtype=torch.int32)
+        out[f"{name}_logprob"] = tz[:, 0] - log_total
+        out[f"{name}_rank"] = rank
+    return out
+
+
+_CASTS = {
+    "topk_ids": np.int32,
+    "topk_logprobs": np.float32,
+    "token_logprob": np.float32,
+    "token_rank": np.int32,
+    "entropy": np.float32,
+    "probe_logprob": np.float32,
+    "probe_rank": np.int32,
+}
+
+
+def empty_stats(top_k: int, with_probes: bool) -> dict[str, np.ndarray]:
+    """The statistics of an empty answer (T = 0)."""
+    out = {k: np.zeros((0, top_k) if k.startswith("topk") else (0,), dtype=v) for k, v in _CASTS.items()}
+    if not with_probes:
+        del out["probe_logprob"], out["probe_rank"]
+    return out
+
+
+class Scorer:
+    """Scores answers with one model: batched backbone passes, chunked output layer.
+
+    model: a Hugging Face causal LM in eval mode (one device, or spread with device_map).
+    batch_tokens: padded tokens per forward batch. head_bytes: memory for one chunk of
+    full-vocabulary float32 work (two [n, V] buffers); small chunks stay in cache on a CPU.
+    """
+
+    def __init__(self, model, top_k: int, batch_tokens: int, head_bytes: int = 32 << 20, pad_id: int = 0):
+        self.model = model
+        self.backbone = model.base_model
+        self.head = LogitHead(model)
+        vocab = self.head.vocab_size
+        if not 1 <= top_k <= vocab:
+            raise UserError(f"--top_k must be between 1 and the vocabulary size {vocab}, got {top_k}")
+        self.top_k = top_k
+        self.batch_tokens = batch_tokens
+        self.chunk = max(1, head_bytes // (2 * 4 * vocab))
+        self.pad_id = pad_id
+        self.input_device = model.get_input_embeddings().weight.device
+
+    # -- the forward pass ----------------------------------------------------------------------
+    def _padded(self, requests: Sequence[Request]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded input ids and attention mask [B, L]: real tokens keep positions 0..len-1."""
+        length = max(r.length for r in requests)
+        ids = torch.full((len(requests), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(requests), length), dtype=torch.long)
+        for b, r in enumerate(requests):
+            seq = list(r.prompt_ids) + list(r.response_ids)
+            ids[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[b, : len(seq)] = 1
+        return ids.to(self.input_device), mask.to(self.input_device)
+
+    @torch.inference_mode()
+    def answer_hidden(self, requests: Sequence[Request]) -> torch.Tensor:
+        """Final hidden states at the answer positions of a batch: [N, H], N = sum of T, example-major."""
+        ids, mask = self._padded(requests)
+        hidden = self.backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        rows = np.concatenate([np.full(len(r.response_ids), b) for b, r in enumerate(requests)])
+        cols = np.concatenate([answer_positions(len(r.prompt_ids), len(r.response_ids)) for r in requests])
+        index_device = hidden.device
+        return hidden[torch.as_tensor(rows, device=index_device), torch.as_tensor(cols, device=index_device)]
+
+    @torch.inference_mode()
+    def _score_batch(self, requests: Sequence[Request]) -> list[dict[str, np.ndarray]]:
+        hidden = self.answer_hidden(requests)
+        dev = self.head.device
+        targets = torch.as_tensor(np.concatenate([np.asarray(r.response_ids, dtype=np.int64) for r in requests]), device=dev)
+        with_probes = requests[0].probe_ids is not None
+        probes = (
+            torch.as_tensor(np.concatenate([np.asarray(r.probe_ids, dtype=np.int64) for r in requests]), device=dev)
+            if with_probes
+            else None
+        )
+        parts: dict[str, list[np.ndarray]] = {}
+        for s in range(0, hidden.shape[0], self.chunk):
+            e = s + self.chunk
+            stats = log_softmax_stats(self.head(hidden[s:e]), targets[s:e], self.top_k, None if probes is None else probes[s:e])
+            for k, v in stats.items():
+                parts.setdefault(k, []).append(v.cpu().numpy().astype(_CASTS[k], copy=False))
+        merged = {k: np.concatenate(v) for k, v in parts.items()}
+        bounds = np.cumsum([0] + [len(r.response_ids) for r in requests])
+        return [{k: v[bounds[i] : bounds[i + 1]] for k, v in merged.items()} for i in range(len(requests))]
+
+    # -- the public entry ----------------------------------------------------------------------
+    def score(
+        self, requests: Sequence[Request], progress: Callable[[int, int], None] | None = None
+    ) -> list[dict[str, np.ndarray]]:
+        """Score every request; one dict of numpy arrays per request, in request order.
+
+        progress(examples_done, answer_tokens_done) is called after each batch.
+        """
+        with_probes = bool(requests) and requests[0].probe_ids is not None
+        results: list[dict[str, np.ndarray] | None] = [None] * len(requests)
+        todo = []
+        for i, r in enumerate(requests):
+            if len(r.prompt_ids) < 1:
+                raise ValueError("every request needs a prompt of at least one token")
+            if (r.probe_ids is not None) != with_probes:
+                raise ValueError("either every request has probe_ids or none has")
+            if len(r.response_ids) == 0:
+                results[i] = empty_stats(self.top_k, with_probes)
+            else:
+                todo.append(i)
+        if progress and len(todo) < len(requests):
+            progress(len(requests) - len(todo), 0)
+        for batch in plan_batches([requests[i].length for i in todo], self.batch_tokens):
+            idx = [todo[j] for j in batch]
+            for i, stats in zip(idx, self._score_batch([requests[i] for i in idx])):
+                results[i] = stats
+            if progress:
+                progress(len(idx), sum(len(requests[i].response_ids) for i in idx))
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def check_head(self, request: Request, max_tokens: int = 32) -> float:
+        """Compare the fast path with the model's own forward pass on the start of one example.
+
+        Returns the largest difference in log-probability; raises `UserError` when it is larger
+        than the dtype allows, i.e. when this architecture transforms its logits in a way
+        `LogitHead` does not reproduce.
+        """
+        seq = (list(request.prompt_ids) + list(request.response_ids))[:max_tokens]
+        if len(seq) < 2:
+            return 0.0
+        probe = Request(seq[:1], seq[1:])
+        ids, _ = self._padded([probe])
+        full = self.model(input_ids=ids).logits[0, :-1].float().log_softmax(-1).to(self.head.device)
+        fast = self.head(self.answer_hidden([probe])).log_softmax(-1)
+        diff = (full - fast).abs().max().item()
+        dtype = self.head.linear.weight.dtype
+        tol = 1e-3 if dtype == torch.float32 else 0.25
+        if not diff <= tol:
+            raise UserError(
+                f"{type(self.model).__name__}: the fast output layer differs from the model's forward pass by {diff:.3g} "
+                f"in log-probability (allowed {tol}); this architecture is not supported yet"
+            )
+        return diff
+
+
+class Throughput:
+    """Answer tokens per second over a run, for progress bars and the final report."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.tokens = 0
+
+    def add(self, tokens: int) -> None:
+        self.tokens += tokens
+
+    @property
+    def rate(self) -> float:
+        return self.tokens / max(time.perf_counter() - self.start, 1e-9)

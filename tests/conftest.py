@@ -1,0 +1,87 @@
+"""Session fixtures: tiny tokenizers and models trained/built here, saved with save_pretrained.
+
+- `tok_bos`: byte-level BPE with <s> prepended (Llama-like); `tok_nobos`: no BOS at all (Qwen-like).
+- `pair_llama`: base and aligned tiny Llama models sharing `tok_bos`.
+- `pair_qwen2`: base and aligned tiny Qwen2 models (grouped-query attention, tied embeddings) with `tok_nobos`.
+- `data_file`: a few just-eval-style examples (Llama-2 chat `input` starting with <s>, an empty
+  answer, an answer ending in a literal </s>).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aligntds.tiny import save_pair_member, tiny_model, train_tokenizer
+
+CORPUS = [
+    "The cat sat on the mat and looked at the garden.",
+    "Paris is the capital of France. Rome is the capital of Italy.",
+    "Sure! Here is a short answer to your question.",
+    "I hope this helps! Let me know if you have other questions.",
+    "Water boils at one hundred degrees at sea level.",
+    "To bake bread, mix flour, water, salt and yeast, then wait.",
+    "However, I cannot help with that request because it is unsafe.",
+    "# Query: ``` what is this? ``` # Answer: ``` it is a test.",
+    "[INST] <<SYS>> You are a helpful assistant. <</SYS>> [/INST]",
+] * 20
+
+EXAMPLES = [
+    ("What is the capital of France?", "Sure! Paris is the capital of France. I hope this helps!</s>"),
+    ("How do I bake bread?", "To bake bread, mix flour, water, salt and yeast, then wait for the dough to rise.</s>"),
+    ("Say nothing.", ""),
+    ("Tell me about cats.", "The cat sat on the mat."),
+    ("Where does water boil?", "Water boils at one hundred degrees at sea level. However, it depends on the pressure.</s>"),
+    ("Is Rome in Italy?", "Yes. Rome is the capital of Italy.</s>"),
+    ("A & B <script>alert(1)</script>", "I cannot help with that request because it is unsafe.</s>"),
+]
+
+
+def chat_input(query: str) -> str:
+    """The Llama-2 chat format the real data uses: the prompt already starts with <s>."""
+    return f"<s>[INST] <<SYS>>\nYou are a helpful assistant.\n<</SYS>>\n\n{query} [/INST] "
+
+
+def write_data(path: Path, examples=EXAMPLES, jsonl: bool = False) -> Path:
+    items = [
+        {"id": i, "pure_input": q, "input": chat_input(q), "output": [a], "reference": "N/A"} for i, (q, a) in enumerate(examples)
+    ]
+    if jsonl:
+        path.write_text("".join(json.dumps(x) + "\n" for x in items))
+    else:
+        path.write_text(json.dumps(items, indent=1))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tok_bos():
+    return train_tokenizer(CORPUS, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def tok_nobos():
+    return train_tokenizer(CORPUS, vocab_size=400, add_bos=False)
+
+
+def _pair(root: Path, arch: str, tok, **overrides) -> dict[str, Path]:
+    out = {}
+    for role, seed in (("base", 1), ("aligned", 2)):
+        out[role] = save_pair_member(root / role, tiny_model(arch, len(tok), seed=seed, **overrides), tok)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pair_llama(tmp_path_factory, tok_bos):
+    return _pair(tmp_path_factory.mktemp("llama"), "llama", tok_bos)
+
+
+@pytest.fixture(scope="session")
+def pair_qwen2(tmp_path_factory, tok_nobos):
+    return _pair(tmp_path_factory.mktemp("qwen2"), "qwen2", tok_nobos)
+
+
+@pytest.fixture(scope="session")
+def data_file(tmp_path_factory) -> Path:
+    return write_data(tmp_path_factory.mktemp("data") / "data.json")
