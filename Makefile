@@ -1,6 +1,5 @@
 # Set-up and the main jobs. Every target installs what it needs into .venv first.
-#   make demo    the whole pipeline on the embedded demo pair
-#   make test    the test suite
+#   make test    the test suite (installs Debian's chromium for the browser tests when missing)
 #   make bench   the CPU benchmark (reference loop vs batched path)
 
 PYTHON ?= python3
@@ -8,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test bench clean
+.PHONY: install chromium test bench clean
 
 install: $(STAMP)
 
@@ -17,7 +16,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-test: install
+chromium:
+	scripts/install_chromium.sh
+
+test: install chromium
 	$(BIN)/python -m pytest
 
 bench: install

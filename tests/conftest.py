@@ -5,6 +5,8 @@
 - `pair_qwen2`: base and aligned tiny Qwen2 models (grouped-query attention, tied embeddings) with `tok_nobos`.
 - `data_file`: a few just-eval-style examples (Llama-2 chat `input` starting with <s>, an empty
   answer, an answer ending in a literal </s>).
+- `report`: the whole pipeline (i2i, i2b, merge, data_prep, generate_html) on `REPORT_EXAMPLES`, whose
+  first prompt and answer hold <script>, <img onerror>, & and quotes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from aligntds.cli.data_prep import main as data_prep
+from aligntds.cli.generate_html import main as generate_html
+from aligntds.cli.logit_analysis import main as logit_analysis
+from aligntds.cli.merge_logits import main as merge_logits
+from aligntds.store import load_records
 from aligntds.tiny import save_pair_member, tiny_model, train_tokenizer
 
 CORPUS = [
@@ -85,3 +92,32 @@ def pair_qwen2(tmp_path_factory, tok_nobos):
 @pytest.fixture(scope="session")
 def data_file(tmp_path_factory) -> Path:
     return write_data(tmp_path_factory.mktemp("data") / "data.json")
+
+
+HOSTILE_PROMPT = "What is <b>bold</b> & \"quoted\" 'text'? <script>alert('prompt')</script>"
+HOSTILE_ANSWER = "Sure! <script>alert('x')</script> & <img src=x onerror=alert(1)> \"done\" 'ok'</s>"
+REPORT_EXAMPLES = [
+    (HOSTILE_PROMPT, HOSTILE_ANSWER),
+    ("What is the capital of France?", "Sure! Paris is the capital of France. I hope this helps!</s>"),
+    ("Say nothing.", ""),
+    ("Tell me about cats.", "The cat sat on the mat.\nIt looked at the garden.</s>"),
+]
+
+
+@pytest.fixture(scope="session")
+def report(tmp_path_factory, pair_llama):
+    """The pipeline end to end on tiny models: records, prepared data, pages."""
+    root = tmp_path_factory.mktemp("report")
+    data = write_data(root / "data.json", REPORT_EXAMPLES)
+    common = ["--data_file", str(data), "--pair", "r"]
+    assert logit_analysis([*common, "--mode", "i2i", "--aligned_model", str(pair_llama["aligned"]), "--logits_folder", str(root / "i2i/shards")]) == 0
+    assert merge_logits([str(root / "i2i"), "r", "i2i"]) == 0
+    assert logit_analysis([*common, "--mode", "i2b", "--base_model", str(pair_llama["base"]), "--enable_template",
+                           "--i2i_pkl_file", str(root / "i2i/r-i2i.pkl"), "--logits_folder", str(root / "i2b/shards")]) == 0
+    assert merge_logits([str(root / "i2b"), "r", "i2b"]) == 0
+    prepared = root / "prep" / "r.pkl"
+    assert data_prep(["r", str(root / "i2i/r-i2i.pkl"), str(root / "i2b/r-i2b.pkl"), "--out", str(prepared)]) == 0
+    html = root / "html"
+    assert generate_html(["r", "--data", str(prepared), "--out", str(html)]) == 0
+    return {"root": root, "prepared": prepared, "html": html, "i2i": load_records(root / "i2i/r-i2i.pkl"),
+            "i2b": load_records(root / "i2b/r-i2b.pkl")}

@@ -77,10 +77,11 @@ def safe_load(path: str | os.PathLike) -> Any:
         raise UserError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
     """Write `data` to `path` through a temporary file in the same folder and a rename.
 
     A reader (or a re-run after a crash) sees either the old file, or the whole new one.
+    durable: fsync before the rename (skip it for many small derived files, such as pages).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,8 +89,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

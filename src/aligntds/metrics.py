@@ -1,0 +1,88 @@
+"""Per-position metrics between the base and the aligned distribution, vectorized over positions.
+
+Classes come from the exact rank of the aligned model's top-1 token in the base distribution:
+
+    0 unshifted (rank 0), 1 marginal (rank 1-2), 2 shifted (rank >= 3)      (0-based ranks)
+
+The top-k metrics keep the reference's definitions (AlignTDS `compute_dist_diff.compute_similarity`):
+probabilities are renormalized over each side's stored top-k (k_stored, usually 30), then the first k
+entries of each list are compared (k = 10 or k_stored). With p_b the base and p_a the aligned
+renormalized probabilities, B_k and A_k the first k ids of each list:
+
+    jaccard@k = |B_k ∩ A_k| / |B_k ∪ A_k|
+    ws@k      = sum over t in B_k ∩ A_k of p_b(t) p_a(t)                 (weighted sum)
+    kl@k      = sum over t in B_k ∩ A_k of p_b(t) log(p_b(t) / p_a(t))   (truncated KL(base || aligned))
+    ndcg@k    = DCG / IDCG, relevance of a base entry = 1 / log2(2 + its index in A_k), discount 1 / log2(2 + i)
+    tr@k      = index of the aligned top-1 in B_k, or k when absent      (top rank)
+    tp@k      = p_b of the aligned top-1, or 0 when absent               (top prob)
+
+Tokens are matched by id (the reference matched decoded strings, which merges distinct tokens), and
+nDCG@k cuts both lists at k (the reference's nDCG ignored k and always used the whole lists).
+
+Shapes: N positions, K stored candidates per side, k <= K compared.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+UNSHIFTED, MARGINAL, SHIFTED = 0, 1, 2
+CLASS_NAMES = ("unshifted", "marginal", "shifted")
+TOPK_METRICS = ("kl", "jaccard", "ws", "ndcg", "tr", "tp")
+
+
+def shift_class(aligned_rank: np.ndarray) -> np.ndarray:
+    """int8 [N] class of each position from the 0-based base rank of the aligned top-1 token."""
+    rank = np.asarray(aligned_rank)
+    return np.where(rank == 0, UNSHIFTED, np.where(rank <= 2, MARGINAL, SHIFTED)).astype(np.int8)
+
+
+def renormalize(topk_logprobs: np.ndarray) -> np.ndarray:
+    """float64 [N, K]: probabilities renormalized over the stored top-K (the reference's norm_prob)."""
+    lp = np.asarray(topk_logprobs, dtype=np.float64)
+    z = np.exp(lp - lp.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def topk_metrics(
+    base_ids: np.ndarray, base_logprobs: np.ndarray, aligned_ids: np.ndarray, aligned_logprobs: np.ndarray, k: int,
+    chunk: int = 4096,
+) -> dict[str, np.ndarray]:
+    """The reference's top-k metrics at every position: {name: float64 [N]} for TOPK_METRICS.
+
+    base_ids, aligned_ids: int [N, K] (descending by probability); *_logprobs: float [N, K].
+    """
+    n, big_k = base_ids.shape
+    if not 1 <= k <= big_k:
+        raise ValueError(f"k={k} must be between 1 and the stored top-k {big_k}")
+    out = {m: np.empty(n, dtype=np.float64) for m in TOPK_METRICS}
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        part = _topk_chunk(base_ids[s:e], renormalize(base_logprobs[s:e]), aligned_ids[s:e], renormalize(aligned_logprobs[s:e]), k)
+        for m in TOPK_METRICS:
+            out[m][s:e] = part[m]
+    return out
+
+
+def _topk_chunk(b_ids, pb, a_ids, pa, k):
+    b_ids, a_ids, pb, pa = b_ids[:, :k], a_ids[:, :k], pb[:, :k], pa[:, :k]
+    match = b_ids[:, :, None] == a_ids[:, None, :]  # [n, k, k]: base entry i is aligned entry j
+    shared = match.any(axis=2).sum(axis=1)
+    both = match * pb[:, :, None] * pa[:, None, :]  # p_b(i) p_a(j) where they are the same token
+    pb_match = match * pb[:, :, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ratio = np.where(match, np.log(pb[:, :, None] / pa[:, None, :]), 0.0)
+    discount = 1.0 / np.log2(np.arange(k) + 2.0)  # [k]
+    relevance = (match * discount[None, None, :]).sum(axis=2)  # [n, k]: 1/log2(2 + j) of base entry i
+    idcg = (discount * discount).sum()
+    in_base = b_ids == a_ids[:, :1]  # [n, k]: where the aligned top-1 sits in the base list
+    found = in_base.any(axis=1)
+    where = in_base.argmax(axis=1)
+    return {
+        "jaccard": shared / (2 * k - shared),
+        "ws": both.sum(axis=(1, 2)),
+        "kl": (pb_match * log_ratio).sum(axis=(1, 2)),
+        "ndcg": (relevance * discount[None, :]).sum(axis=1) / idcg,
+        "tr": np.where(found, where, k).astype(np.float64),
+        "tp": np.where(found, np.take_along_axis(pb, where[:, None], axis=1)[:, 0], 0.0),
+    }

@@ -1,0 +1,320 @@
+"""data_prep: join i2i and i2b records by example and compute every position's metrics.
+
+Accepts this project's records (i2i + i2b files, or one `--mode pair` file with exact divergences)
+and the reference implementation's merged pickles (`results` -> `tokens` -> `token_id/token/logit/prob`),
+all read through the restricted loader. Writes the prepared data (a record file), the corpus summary
+(`summary.json`) and the per-position curves (CSV), and prints the summary.
+
+    from aligntds.prepare import prepare_files
+    prepare_files("llama2_tp", "saved_logits/.../llama2-i2i.pkl", "saved_logits/.../llama2-i2b.pkl")
+
+Per example (T positions) the prepared data holds `response_ids` [T], the top-10 ids and log-probs
+of both sides, `aligned_rank` [T] (-1 where a reference pickle cannot tell: beyond its top-k),
+`cls` [T] (metrics.shift_class), `base_prob` [T] (NaN where unknown), `top1_differs` [T],
+`greedy_mismatch` [T], `metrics` {"kl@10", ..., "tp@30"} and, from pair mode, `exact` {kl, js, tv}.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import store
+from .data import QUERY_PLACEHOLDER
+from .errors import UserError
+from .metrics import TOPK_METRICS, shift_class, topk_metrics
+from .records import check_records
+
+log = logging.getLogger("aligntds")
+
+SHOWN = 10  # candidates per side kept for the pages
+EXACT_KEYS = ("kl_base_aligned", "kl_aligned_base", "js", "tv")
+
+
+def default_output(pair: str) -> Path:
+    return Path("saved_logits") / "prepared" / f"just_eval+{pair}.pkl"
+
+
+@dataclass
+class Joined:
+    """One example with both sides' arrays, before metrics (T positions, K stored candidates)."""
+
+    index: int
+    id: object
+    aligned_prompt: str
+    base_prompt: str
+    probe_text: str
+    response_ids: np.ndarray  # int [T]
+    a_ids: np.ndarray  # int [T, K] aligned top-K
+    a_lp: np.ndarray  # float [T, K]
+    b_ids: np.ndarray  # int [T, K] base top-K
+    b_lp: np.ndarray  # float [T, K]
+    aligned_rank: np.ndarray  # int [T], -1 unknown
+    aligned_logprob: np.ndarray  # float [T], NaN unknown
+    greedy_mismatch: np.ndarray  # bool [T]
+    exact: dict = field(default_factory=dict)  # name -> float [T]
+
+
+# -- reading the three input formats ------------------------------------------------------------
+
+def _kind(records: list[dict], path) -> str:
+    if not records:
+        raise UserError(f"{path}: holds no records")
+    first = records[0]
+    if "results" in first:
+        return "reference"
+    mode = first.get("meta", {}).get("mode") if isinstance(first.get("meta"), dict) else None
+    if mode in ("i2i", "i2b", "pair"):
+        return mode
+    raise UserError(f"{path}: neither records of this tool nor the reference's merged pickles")
+
+
+def _join_ours(a_recs, b_recs, a_path, b_path) -> list[Joined]:
+    if len(a_recs) != len(b_recs):
+        raise UserError(f"{a_path} holds {len(a_recs)} examples, {b_path} {len(b_recs)}: not the same data")
+    out = []
+    for a, b in zip(a_recs, b_recs):
+        where = f"example {a['index']} (id={a['id']})"
+        if a["index"] != b["index"] or a["id"] != b["id"]:
+            raise UserError(f"{b_path}: {where} is paired with example {b['index']} (id={b['id']}) of {a_path}")
+        t = len(b["response_ids"])
+        cut_ok = t + b["n_truncated"] == len(a["response_ids"])  # the base model's context was shorter
+        if t != len(a["response_ids"]) and not cut_ok:
+            raise UserError(f"{b_path}: {where} has {t} answer positions, {a_path} has {len(a['response_ids'])}")
+        if not np.array_equal(a["response_ids"][:t], b["response_ids"]):
+            raise UserError(f"{b_path}: {where} scores other answer tokens than {a_path}")
+        out.append(Joined(
+            a["index"], a["id"], a["prompt"], b["prompt"], a["probe_text"], b["response_ids"],
+            a["topk_ids"][:t], a["topk_logprobs"][:t], b["topk_ids"], b["topk_logprobs"],
+            b["aligned_rank"].astype(np.int64), b["aligned_logprob"].astype(np.float64), a["token_rank"][:t] > 0,
+        ))
+    return out
+
+
+def _from_pair(recs) -> list[Joined]:
+    return [
+        Joined(
+            r["index"], r["id"], r["prompt"], r["base_prompt"], r["probe_text"], r["response_ids"],
+            r["topk_ids"], r["topk_logprobs"], r["base_topk_ids"], r["base_topk_logprobs"],
+            r["aligned_rank"].astype(np.int64), r["aligned_logprob"].astype(np.float64), r["token_rank"] > 0,
+            {k: np.asarray(r[k], dtype=np.float64) for k in EXACT_KEYS},
+        )
+        for r in recs
+    ]
+
+
+def _reference_side(rec, path, n):
+    try:
+        rows = [pos["tokens"] for pos in rec["results"]]
+        ids = np.array([[int(c["token_id"]) for c in row] for row in rows], dtype=np.int64)
+        probs = np.array([[float(c["prob"]) for c in row] for row in rows], dtype=np.float64)
+        strings = {int(c["token_id"]): str(c["token"]) for row in rows for c in row}
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path}: record {n} is not in the reference's format ({type(e).__name__}: {e})") from None
+    if not rows:
+        return np.zeros((0, 1), np.int64), np.zeros((0, 1)), strings
+    with np.errstate(divide="ignore"):
+        return ids, np.log(probs), strings
+
+
+def _join_reference(a_recs, b_recs, a_path, b_path, truncate: bool) -> tuple[list[Joined], dict[int, str], int]:
+    """The reference's records: the shown answer token is the aligned top-1 (its pages assumed greedy
+    answers), ranks beyond the stored top-k are unknown, base probabilities are the stored full-softmax ones."""
+    if len(a_recs) != len(b_recs):
+        raise UserError(f"{a_path} holds {len(a_recs)} examples, {b_path} {len(b_recs)}: not the same data")
+    from tqdm.auto import tqdm
+
+    out, strings, cut = [], {}, 0
+    pairs = tqdm(zip(a_recs, b_recs), total=len(a_recs), desc="reading reference records", unit="ex", disable=len(a_recs) < 100)
+    for n, (a, b) in enumerate(pairs):
+        if a.get("id") != b.get("id"):
+            raise UserError(f"{b_path}: record {n} has id {b.get('id')!r}, {a_path} has {a.get('id')!r}")
+        a_ids, a_lp, sa = _reference_side(a, a_path, n)
+        b_ids, b_lp, sb = _reference_side(b, b_path, n)
+        strings.update(sa), strings.update(sb)
+        if len(a_ids) != len(b_ids):
+            if not truncate:
+                raise UserError(
+                    f"{b_path}: record {n} (id={a.get('id')}) has {len(b_ids)} positions, {a_path} has {len(a_ids)} "
+                    "(the reference re-encoded the answer text); --truncate_mismatched cuts both to the shorter, as the reference did"
+                )
+            cut += 1
+            t = min(len(a_ids), len(b_ids))
+            a_ids, a_lp, b_ids, b_lp = a_ids[:t], a_lp[:t], b_ids[:t], b_lp[:t]
+        top1 = a_ids[:, :1]
+        hit = b_ids == top1
+        found = hit.any(axis=1)
+        rank = np.where(found, hit.argmax(axis=1), -1)
+        lp = np.where(found, np.take_along_axis(b_lp, hit.argmax(axis=1)[:, None], axis=1)[:, 0], np.nan)
+        out.append(Joined(
+            n, a.get("id"), a.get("prompt", ""), b.get("prompt", ""), a.get("probe_text", ""), a_ids[:, 0],
+            a_ids, a_lp, b_ids, b_lp, rank, lp, np.zeros(len(a_ids), dtype=bool),
+        ))
+    return out, strings, cut
+
+
+def load_joined(i2i_path, i2b_path, truncate_mismatched: bool = False):
+    """(joined examples, source, token strings or None, i2i meta, i2b meta, number cut) from the input files."""
+    a_recs = store.load_records(i2i_path)
+    kind = _kind(a_recs, i2i_path)
+    if kind == "pair":
+        check_records(a_recs, i2i_path, "pair")
+        return _from_pair(a_recs), "pair", None, a_recs[0]["meta"], a_recs[0]["meta"], 0
+    if i2b_path is None:
+        raise UserError(f"{i2i_path} holds {kind} records: data_prep also needs the i2b file")
+    b_recs = store.load_records(i2b_path)
+    if kind == "reference":
+        if _kind(b_recs, i2b_path) != "reference":
+            raise UserError(f"{i2b_path}: expected the reference's records, like {i2i_path}")
+        joined, strings, cut = _join_reference(a_recs, b_recs, i2i_path, i2b_path, truncate_mismatched)
+        return joined, "reference", strings, {"source": "reference"}, {"source": "reference"}, cut
+    if kind != "i2i":
+        raise UserError(f"{i2i_path}: holds {kind} records, expected i2i")
+    check_records(a_recs, i2i_path, "i2i")
+    check_records(b_recs, i2b_path, "i2b")
+    return _join_ours(a_recs, b_recs, i2i_path, i2b_path), "aligntds", None, a_recs[0]["meta"], b_recs[0]["meta"], 0
+
+
+# -- token strings --------------------------------------------------------------------------------
+
+def token_strings(tokenizer, ids) -> dict[int, str]:
+    """The text each token adds when it follows other text (leading spaces kept, as in the answer).
+
+    Decoding a lone token drops the leading space of SentencePiece pieces, so each id is decoded
+    after an anchor token and the anchor's text is removed.
+    """
+    ids = sorted({int(i) for i in ids})
+    anchor = list(tokenizer("a", add_special_tokens=False)["input_ids"])[:1]
+    prefix = tokenizer.decode(anchor) if anchor else ""
+    texts = tokenizer.batch_decode([anchor + [i] for i in ids])
+    lone = tokenizer.batch_decode([[i] for i in ids])
+    return {i: t[len(prefix):] if prefix and t.startswith(prefix) else s for i, t, s in zip(ids, texts, lone)}
+
+
+# -- metrics for every position --------------------------------------------------------------------
+
+def bare_query(prompt: str, template: str | None, source: str) -> str:
+    """The query without the template around it (the prompt itself when it does not fit the template)."""
+    if source == "reference":  # as the reference's pages did
+        return prompt.replace("# Query:", "").replace("# Answer:", "").replace("```", "").strip()
+    if template and QUERY_PLACEHOLDER in template:
+        head, tail = template.split(QUERY_PLACEHOLDER, 1)
+        if prompt.startswith(head) and prompt.endswith(tail) and len(prompt) >= len(head) + len(tail):
+            return prompt[len(head): len(prompt) - len(tail)]
+    return prompt
+
+
+def compute(joined: list[Joined], ks: tuple[int, ...]) -> list[dict]:
+    """Prepared examples: metrics over all positions at once, then split back per example."""
+    lengths = [len(j.response_ids) for j in joined]
+    bounds = np.cumsum([0] + lengths)
+    k_stored = min((j.a_ids.shape[1] for j in joined if len(j.a_ids)), default=SHOWN)
+    k_stored = min([k_stored] + [j.b_ids.shape[1] for j in joined if len(j.b_ids)])
+
+    def cat(name, width=None):
+        parts = [getattr(j, name)[:, :width] if width else getattr(j, name) for j in joined]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    a_ids, a_lp, b_ids, b_lp = cat("a_ids", k_stored), cat("a_lp", k_stored), cat("b_ids", k_stored), cat("b_lp", k_stored)
+    metrics = {}
+    if len(a_ids):
+        for k in sorted(set(min(k, k_stored) for k in ks)):
+            for name, values in topk_metrics(b_ids, b_lp, a_ids, a_lp, k).items():
+                metrics[f"{name}@{k}"] = values.astype(np.float32)
+    rank = cat("aligned_rank")
+    cls = np.where(rank < 0, 2, shift_class(np.maximum(rank, 0))).astype(np.int8) if len(rank) else np.zeros(0, np.int8)
+    examples = []
+    for n, j in enumerate(joined):
+        s, e = bounds[n], bounds[n + 1]
+        examples.append({
+            "index": j.index,
+            "id": j.id,
+            "aligned_prompt": j.aligned_prompt,
+            "base_prompt": j.base_prompt,
+            "probe_text": j.probe_text,
+            "response_ids": np.asarray(j.response_ids, dtype=np.int32),
+            "aligned_top_ids": np.asarray(j.a_ids[:, :SHOWN], dtype=np.int32),
+            "aligned_top_logprobs": np.asarray(j.a_lp[:, :SHOWN], dtype=np.float32),
+            "base_top_ids": np.asarray(j.b_ids[:, :SHOWN], dtype=np.int32),
+            "base_top_logprobs": np.asarray(j.b_lp[:, :SHOWN], dtype=np.float32),
+            "aligned_rank": np.asarray(j.aligned_rank, dtype=np.int32),
+            "cls": cls[s:e],
+            "base_prob": np.exp(j.aligned_logprob).astype(np.float32),
+            "top1_differs": j.a_ids[:, 0] != j.b_ids[:, 0] if len(j.a_ids) else np.zeros(0, bool),
+            "greedy_mismatch": np.asarray(j.greedy_mismatch, dtype=bool),
+            "metrics": {name: v[s:e] for name, v in metrics.items()},
+            "exact": {name: v.astype(np.float32) for name, v in j.exact.items()},
+        })
+    return examples
+
+
+def curves_csv(prepared: dict) -> str:
+    """The reference's compute_dist_diff curves, one row per position: index, id, step and every top-k metric."""
+    names = sorted({m for ex in prepared["examples"] for m in ex["metrics"]}, key=lambda m: (int(m.split("@")[1]), m))
+    exact = sorted({m for ex in prepared["examples"] for m in ex["exact"]})
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["index", "id", "step", "class", "aligned_rank", "base_prob", *names, *exact])
+    for ex in prepared["examples"]:
+        for t in range(len(ex["response_ids"])):
+            writer.writerow([
+                ex["index"], ex["id"], t, int(ex["cls"][t]), int(ex["aligned_rank"][t]), f"{ex['base_prob'][t]:.6g}",
+                *(f"{ex['metrics'][m][t]:.6g}" for m in names), *(f"{ex['exact'][m][t]:.6g}" for m in exact),
+            ])
+    return buf.getvalue()
+
+
+def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, truncate_mismatched: bool = False) -> dict:
+    """The prepared data of a pair: examples with metrics, the token strings the pages and summary show."""
+    joined, source, strings, a_meta, b_meta, cut = load_joined(i2i_path, i2b_path, truncate_mismatched)
+    top_k = min((j.a_ids.shape[1] for j in joined if len(j.a_ids)), default=SHOWN)
+    examples = compute(joined, (10, top_k))
+    for ex in examples:
+        ex["query"] = bare_query(ex["base_prompt"], b_meta.get("template"), source)
+    if strings is None:
+        from .models import load_tokenizer
+
+        name = tokenizer or a_meta.get("model")
+        ids = set()
+        for ex in examples:
+            ids.update(ex["response_ids"].tolist(), ex["aligned_top_ids"].ravel().tolist(), ex["base_top_ids"].ravel().tolist())
+        strings = token_strings(load_tokenizer(name), ids)
+    if cut:
+        log.warning(f"{cut} examples had answers of different lengths and were cut to the shorter (--truncate_mismatched)")
+    return {
+        "pair": pair,
+        "source": source,
+        "kl": "exact" if source == "pair" else f"top-k (KL@{min(10, top_k)} over the stored top-{top_k}, renormalized)",
+        "top_k": top_k,
+        "meta": {"i2i": a_meta, "i2b": b_meta, "inputs": [str(i2i_path), str(i2b_path) if i2b_path else None],
+                 "cut_to_shorter": cut},
+        "tokens": strings,
+        "examples": examples,
+    }
+
+
+def prepare_files(pair: str, i2i_path, i2b_path=None, out=None, tokenizer=None, truncate_mismatched=False) -> Path:
+    """data_prep end to end: the prepared data, summary.json and the curves CSV beside it; prints the summary."""
+    from .summary import format_summary, summarize, write_summary
+
+    out = Path(out) if out else default_output(pair)
+    prepared = prepare(pair, i2i_path, i2b_path, tokenizer, truncate_mismatched)
+    store.save_records(out, [prepared])
+    summary = summarize(prepared)
+    write_summary(out.with_suffix(".summary.json"), summary)
+    store.atomic_write_bytes(out.with_suffix(".curves.csv"), curves_csv(prepared).encode())
+    print(format_summary(summary))
+    log.info(f"wrote {out} (+ .summary.json, .curves.csv)")
+    return out
+
+
+def load_prepared(path) -> dict:
+    records = store.load_records(path)
+    if len(records) != 1 or not {"pair", "examples", "tokens"} <= set(records[0]):
+        raise UserError(f"{path}: not a file written by data_prep")
+    return records[0]

@@ -1,0 +1,186 @@
+"""generate_html: the static report of a prepared pair, self-contained pages that work from file://.
+
+    from aligntds.report import generate_html
+    generate_html("llama2_tp")   # docs/llama2_tp_justeval/{index.html, 0.html, ..., summary.html, summary.json}
+
+Pages are jinja2 templates with autoescape and StrictUndefined: model text is data, shown literally,
+never markup. Each example page carries its positions as JSON (escaped for a script element) and
+builds a position's table and both prefixes in the browser, so its size is linear in the answer.
+No CDN, no network: CSS, scripts and plots (matplotlib SVG) are inline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+from markupsafe import Markup
+
+from . import __version__
+from .errors import UserError
+from .metrics import MARGINAL, SHIFTED, UNSHIFTED
+from .prepare import default_output, load_prepared
+from .store import atomic_write_bytes
+from .summary import show_token, summarize, write_summary
+
+log = logging.getLogger("aligntds")
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+PAGE_RE = re.compile(r"^\d+\.html$")
+
+
+def environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    env.globals.update(version=__version__, show=show_token)
+    return env
+
+
+def default_folder(pair: str) -> Path:
+    return Path("docs") / f"{pair}_justeval"
+
+
+def visible_parts(text: str) -> list[tuple[bool, str]]:
+    """A token's text as (is_whitespace_marker, text) parts: spaces as ·, newlines as ↵, tabs as →."""
+    marks = {" ": "·", "\n": "↵", "\t": "→"}
+    parts: list[tuple[bool, str]] = []
+    for ch in text:
+        if ch in marks:
+            parts.append((True, marks[ch]))
+        elif parts and not parts[-1][0]:
+            parts[-1] = (False, parts[-1][1] + ch)
+        else:
+            parts.append((False, ch))
+    return parts or [(True, "∅")]
+
+
+def _rounded(values, digits: int = 4) -> list:
+    """Floats for JSON: rounded, NaN and inf as null (JSON has no NaN)."""
+    out = []
+    for v in np.asarray(values, dtype=np.float64).ravel().tolist():
+        out.append(float(f"{v:.{digits}g}") if math.isfinite(v) else None)
+    return out
+
+
+def _probs(logprobs: np.ndarray) -> list[list]:
+    return [_rounded(np.exp(row)) for row in logprobs]
+
+
+def page_data(ex: dict, tokens: dict[int, str]) -> dict:
+    """Everything the example page's script needs, keyed for it; linear in the answer length."""
+    ids = set(ex["response_ids"].tolist()) | set(ex["aligned_top_ids"].ravel().tolist()) | set(ex["base_top_ids"].ravel().tolist())
+    m = ex["metrics"]
+    t = len(ex["response_ids"])
+    return {
+        "tokens": {str(i): tokens.get(i, f"<{i}>") for i in sorted(ids)},
+        "answer": ex["response_ids"].tolist(),
+        "cls": ex["cls"].tolist(),
+        "rank": ex["aligned_rank"].tolist(),
+        "base_prob": _rounded(ex["base_prob"]),
+        "mismatch": ex["greedy_mismatch"].tolist(),
+        "aligned_ids": ex["aligned_top_ids"].tolist(),
+        "aligned_p": _probs(ex["aligned_top_logprobs"]),
+        "base_ids": ex["base_top_ids"].tolist(),
+        "base_p": _probs(ex["base_top_logprobs"]),
+        "kl10": _rounded(m.get("kl@10", np.full(t, np.nan))),
+        "jaccard10": _rounded(m.get("jaccard@10", np.full(t, np.nan))),
+        "ws10": _rounded(m.get("ws@10", np.full(t, np.nan))),
+        "exact": {k: _rounded(v) for k, v in ex["exact"].items()},
+        "aligned_prompt": ex["aligned_prompt"],
+        "base_prompt": ex["base_prompt"],
+    }
+
+
+def class_counts(ex: dict) -> dict:
+    cls = ex["cls"]
+    return {
+        "positions": len(cls),
+        "unshifted": int((cls == UNSHIFTED).sum()),
+        "marginal": int((cls == MARGINAL).sum()),
+        "shifted": int((cls == SHIFTED).sum()),
+        "mismatch": int(ex["greedy_mismatch"].sum()),
+    }
+
+
+def render_example(env, pair: str, ex: dict, tokens: dict, n: int, pages: int) -> str:
+    answer_tokens = [
+        {"cls": int(c), "differs": bool(d), "parts": visible_parts(tokens.get(i, f"<{i}>"))}
+        for i, c, d in zip(ex["response_ids"].tolist(), ex["cls"].tolist(), ex["top1_differs"].tolist())
+    ]
+    return env.get_template("example.html").render(
+        pair=pair,
+        ex=ex,
+        tokens=answer_tokens,
+        counts=class_counts(ex),
+        data=page_data(ex, tokens),
+        prev_page=f"{n - 1}.html" if n > 0 else None,
+        next_page=f"{n + 1}.html" if n + 1 < pages else None,
+    )
+
+
+def index_rows(examples: list[dict], pages: int) -> list[dict]:
+    rows = []
+    for n, ex in enumerate(examples[:pages]):
+        c = class_counts(ex)
+        total = max(c["positions"], 1)
+        rows.append({
+            "n": n, "id": str(ex["id"]), "query": ex["query"], "page": f"{n}.html", "positions": c["positions"],
+            "shifted": c["shifted"] / total, "marginal": c["marginal"] / total, "unshifted": c["unshifted"] / total,
+        })
+    return rows
+
+
+def render_summary(env, summary: dict, min_count: int = 5) -> str:
+    from .plots import class_bars, position_curves, relative_curves
+
+    return env.get_template("summary.html").render(
+        summary=summary,
+        min_count=min_count,
+        bars_svg=Markup(class_bars([(summary["pair"], summary)])),
+        curves_svg=Markup(position_curves(summary, min_count)),
+        relative_svg=Markup(relative_curves([(summary["pair"], summary)])),
+    )
+
+
+def generate_html(pair: str, data: str | Path | None = None, out: str | Path | None = None, limit: int | None = None) -> Path:
+    """Write DIR/index.html, DIR/<n>.html per example (the first `limit`), DIR/summary.html and DIR/summary.json."""
+    from tqdm.auto import tqdm
+
+    data = Path(data) if data else default_output(pair)
+    if not data.exists():
+        raise UserError(f"{data}: no prepared data (run src/demo/data_prep.py {pair} I2I_PKL I2B_PKL first, or pass --data)")
+    if limit is not None and limit < 0:
+        raise UserError(f"--limit must be >= 0, got {limit}")
+    prepared = load_prepared(data)
+    out = Path(out) if out else default_folder(pair)
+    out.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    examples = prepared["examples"]
+    pages = len(examples) if limit is None else min(limit, len(examples))
+    summary = summarize(prepared)
+    tokens = prepared["tokens"]
+
+    for n in tqdm(range(pages), desc="pages", unit="page", disable=pages < 50):
+        html = render_example(env, prepared["pair"], examples[n], tokens, n, pages)
+        atomic_write_bytes(out / f"{n}.html", html.encode(), durable=False)
+    for stale in out.iterdir():  # pages of an earlier, longer run would be unreachable leftovers
+        if PAGE_RE.match(stale.name) and int(stale.stem) >= pages:
+            stale.unlink()
+    index = env.get_template("index.html").render(
+        pair=prepared["pair"], models=summary["models"], summary=summary, rows=index_rows(examples, pages), pages=pages
+    )
+    atomic_write_bytes(out / "index.html", index.encode(), durable=False)
+    atomic_write_bytes(out / "summary.html", render_summary(env, summary).encode(), durable=False)
+    write_summary(out / "summary.json", summary)
+    log.info(f"wrote {pages} example pages, index.html and summary.html to {out}")
+    return out / "index.html"
+

@@ -1,0 +1,142 @@
+"""The corpus summary: class counts and ratios, the most shifted and unshifted tokens, shift by position.
+
+    from aligntds.summary import summarize, format_summary
+    summary = summarize(prepared)      # prepared: aligntds.prepare.prepare(...)
+    print(format_summary(summary))
+
+A position's token is the aligned model's top-1 there (the token the paper classes). In `by_position`,
+`mean_base_rank` and `median_base_rank` are 1-based (1 = the base model's top token, the paper's
+convention) and `mean_kl` is the exact KL(P_base || P_aligned) when pair mode computed it, else the
+reference's KL@10 over the stored top-k; `kl` says which.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import CLASS_NAMES, MARGINAL, SHIFTED, UNSHIFTED
+from .store import atomic_write_bytes
+
+TOP_TOKENS = 50
+RELATIVE_BINS = 10
+
+
+def _concat(examples, get, dtype=None):
+    parts = [np.asarray(get(ex), dtype=dtype) for ex in examples]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype or np.float64)
+
+
+def position_kl(ex: dict) -> np.ndarray:
+    """float [T]: the exact KL(base || aligned) when present, else the reference's KL@10 (KL@k when k < 10 were stored)."""
+    if "kl_base_aligned" in ex["exact"]:
+        return ex["exact"]["kl_base_aligned"]
+    ks = sorted(int(name.split("@")[1]) for name in ex["metrics"] if name.startswith("kl@"))
+    return ex["metrics"][f"kl@{ks[0]}"] if ks else np.full(len(ex["response_ids"]), np.nan)
+
+
+def _token_table(top1, cls, wanted, tokens, n):
+    counts = Counter(top1[cls == wanted].tolist())
+    totals = Counter(top1.tolist())
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    return [[tokens.get(t, f"<{t}>"), c, round(c / totals[t], 4)] for t, c in ranked]
+
+
+def _curve(groups, cls, kl, prob, rank):
+    """Mean metrics of the positions in each group (a list of index arrays)."""
+    rows = []
+    for idx in groups:
+        if not len(idx):
+            rows.append({"count": 0, "shifted_rate": None, "mean_kl": None, "mean_base_prob": None,
+                         "mean_base_rank": None, "median_base_rank": None})
+            continue
+        r = rank[idx]
+        known = r[r >= 0] + 1
+        rows.append({
+            "count": int(len(idx)),
+            "shifted_rate": round(float((cls[idx] == SHIFTED).mean()), 6),
+            "mean_kl": round(float(np.nanmean(kl[idx])), 6) if np.isfinite(kl[idx]).any() else None,
+            "mean_base_prob": round(float(np.nanmean(prob[idx])), 6) if np.isfinite(prob[idx]).any() else None,
+            "mean_base_rank": round(float(known.mean()), 4) if len(known) else None,
+            "median_base_rank": float(np.median(known)) if len(known) else None,
+        })
+    return rows
+
+
+def summarize(prepared: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS) -> dict:
+    """The summary of a prepared pair (see the module docstring); plain JSON types only."""
+    exs = prepared["examples"]
+    cls = _concat(exs, lambda e: e["cls"], np.int8)
+    rank = _concat(exs, lambda e: e["aligned_rank"], np.int64)
+    prob = _concat(exs, lambda e: e["base_prob"], np.float64)
+    kl = _concat(exs, position_kl, np.float64)
+    top1 = _concat(exs, lambda e: e["aligned_top_ids"][:, 0], np.int64)
+    pos = _concat(exs, lambda e: np.arange(len(e["response_ids"])), np.int64)
+    rel = _concat(exs, lambda e: np.arange(len(e["response_ids"])) / max(len(e["response_ids"]), 1), np.float64)
+    mismatch = _concat(exs, lambda e: e["greedy_mismatch"], bool)
+    n = len(cls)
+    counts = {name: int((cls == c).sum()) for c, name in zip((UNSHIFTED, MARGINAL, SHIFTED), CLASS_NAMES)}
+    max_pos = int(pos.max()) + 1 if n else 0
+    by_abs = _curve([np.flatnonzero(pos == t) for t in range(max_pos)], cls, kl, prob, rank)
+    for t, row in enumerate(by_abs):
+        row["position"] = t
+    rel_bin = np.minimum((rel * bins).astype(np.int64), bins - 1)
+    by_rel = _curve([np.flatnonzero(rel_bin == b) for b in range(bins)], cls, kl, prob, rank)
+    for b, row in enumerate(by_rel):
+        row["bin"] = [round(b / bins, 4), round((b + 1) / bins, 4)]
+    return {
+        "pair": prepared["pair"],
+        "source": prepared["source"],
+        "kl": prepared["kl"],
+        "examples": len(exs),
+        "positions": n,
+        **counts,
+        "ratios": {k: round(v / n, 6) if n else 0.0 for k, v in counts.items()},
+        "top_shifted_tokens": _token_table(top1, cls, SHIFTED, prepared["tokens"], top_n),
+        "top_unshifted_tokens": _token_table(top1, cls, UNSHIFTED, prepared["tokens"], top_n),
+        "by_position": {"absolute": by_abs, "relative": by_rel},
+        "greedy_mismatch": None if prepared["source"] == "reference" else {
+            "positions": int(mismatch.sum()),
+            "ratio": round(float(mismatch.mean()), 6) if n else 0.0,
+            "examples": int(sum(bool(e["greedy_mismatch"].any()) for e in exs)),
+        },
+        "models": {side: prepared["meta"][side].get("model") for side in ("i2i", "i2b")},
+        "top_k": prepared["top_k"],
+    }
+
+
+def write_summary(path: str | Path, summary: dict) -> None:
+    atomic_write_bytes(path, (json.dumps(summary, indent=1, ensure_ascii=False) + "\n").encode())
+
+
+def show_token(text: str) -> str:
+    """A token for a terminal or a table: spaces and newlines made visible."""
+    return text.replace(" ", "·").replace("\n", "↵").replace("\t", "→") or "∅"
+
+
+def format_summary(s: dict, tokens: int = 12) -> str:
+    """The summary as a terminal table."""
+    lines = [f"{s['pair']}: {s['examples']} examples, {s['positions']:,} answer positions"]
+    for name in CLASS_NAMES:
+        lines.append(f"  {name:<10} {s[name]:>9,}  {100 * s['ratios'][name]:5.1f}%")
+    gm = s["greedy_mismatch"]
+    if gm is None:
+        lines.append("  greedy mismatches: unknown (reference pickles hold no answer token ids)")
+    elif gm["positions"]:
+        lines.append(f"  greedy mismatches: {gm['positions']:,} positions ({100 * gm['ratio']:.2f}%) in {gm['examples']} examples:"
+                     " there the answer token is not the aligned model's top-1")
+    for key, title in (("top_shifted_tokens", "most shifted"), ("top_unshifted_tokens", "most unshifted")):
+        shown = ", ".join(f"{show_token(t)!s} {c} ({100 * r:.0f}%)" for t, c, r in s[key][:tokens])
+        lines.append(f"  {title} tokens (count, share of the token's positions): {shown or '-'}")
+    lines.append(f"  by relative position (KL: {s['kl']}):")
+    lines.append("    position   shifted   mean KL   base prob   base rank")
+    for row in s["by_position"]["relative"]:
+        lo, hi = row["bin"]
+        fmt = lambda v, f: format(v, f) if v is not None else "-"  # noqa: E731
+        rate = f"{100 * row['shifted_rate']:6.1f}%" if row["count"] else "      -"
+        lines.append(f"    {lo:.1f}-{hi:.1f}    {rate}  {fmt(row['mean_kl'], '8.3f')}"
+                     f"  {fmt(row['mean_base_prob'], '10.3f')}  {fmt(row['mean_base_rank'], '10.1f')}")
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+(function () {
+  "use strict";
+  var data = JSON.parse(document.getElementById("tds-data").textContent);
+  var CLASSES = ["unshifted", "marginal", "shifted"];
+
+  function tokenText(id) {
+    var s = Object.prototype.hasOwnProperty.call(data.tokens, id) ? data.tokens[id] : "<" + id + ">";
+    return s;
+  }
+  function visible(s) {
+    return s.replace(/ /g, "\u00b7").replace(/\n/g, "\u21b5").replace(/\t/g, "\u2192") || "\u2205";
+  }
+  function pct(p) {
+    return p === null ? "?" : (100 * p).toFixed(p < 0.001 ? 3 : 2) + "%";
+  }
+  function num(x) {
+    return x === null || x === undefined ? "-" : x.toFixed(4);
+  }
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function prefixOf(prompt, t) {
+    var parts = [prompt];
+    for (var i = 0; i < t; i++) parts.push(tokenText(data.answer[i]));
+    return parts.join("");
+  }
+
+  function show(t) {
+    var content = document.getElementById("content");
+    var alignedTop = data.aligned_ids[t][0];
+    var rank = data.rank[t];
+    var head = el("p", "position");
+    head.appendChild(el("b", null, "Position " + t + ": "));
+    head.appendChild(el("span", "c" + data.cls[t], visible(tokenText(data.answer[t]))));
+    head.appendChild(document.createTextNode(
+      " \u2014 " + CLASSES[data.cls[t]] + "; the aligned top-1 token has base rank " +
+      (rank < 0 ? "> " + data.base_ids[t].length : String(rank + 1)) + " (1 = top) and base probability " + pct(data.base_prob[t]) +
+      (data.mismatch[t] ? "; the answer token here is not the aligned model's top-1" : "")));
+
+    var table = el("table", "dist");
+    var hr = document.createElement("tr");
+    hr.appendChild(el("th", "num", "#"));
+    hr.appendChild(el("th", "base", "Base@" + t));
+    hr.appendChild(el("th", "num base", "p"));
+    hr.appendChild(el("th", null, "Aligned@" + t));
+    hr.appendChild(el("th", "num", "p"));
+    table.appendChild(hr);
+    for (var i = 0; i < data.aligned_ids[t].length; i++) {
+      var tr = document.createElement("tr");
+      tr.appendChild(el("td", "num", String(i + 1)));
+      var b = el("td", "base-token");
+      var bid = data.base_ids[t][i];
+      var bspan = el("span", bid === alignedTop ? "mark" : null, visible(tokenText(bid)));
+      b.appendChild(bspan);
+      tr.appendChild(b);
+      tr.appendChild(el("td", "num", pct(data.base_p[t][i])));
+      var a = el("td", "aligned-token");
+      a.appendChild(el(i === 0 ? "b" : "span", null, visible(tokenText(data.aligned_ids[t][i]))));
+      tr.appendChild(a);
+      tr.appendChild(el("td", "num", pct(data.aligned_p[t][i])));
+      table.appendChild(tr);
+    }
+
+    var metrics = el("div", "metrics");
+    var text = "KL@10: " + num(data.kl10[t]) + "  |  Jaccard@10: " + num(data.jaccard10[t]) + "  |  WS@10: " + num(data.ws10[t]);
+    Object.keys(data.exact).forEach(function (k) { text += "  |  " + k + " (exact): " + num(data.exact[k][t]); });
+    metrics.textContent = text;
+
+    var base = el("div", "prefix base");
+    base.appendChild(el("b", null, "Base prefix:"));
+    base.appendChild(el("span", "text", prefixOf(data.base_prompt, t)));
+    var aligned = el("div", "prefix aligned");
+    aligned.appendChild(el("b", null, "Aligned prefix:"));
+    aligned.appendChild(el("span", "text", prefixOf(data.aligned_prompt, t)));
+
+    content.replaceChildren(head, table, metrics, base, aligned);
+    document.querySelectorAll("#answer .tok.sel").forEach(function (s) { s.classList.remove("sel"); });
+    document.querySelector('#answer .tok[data-t="' + t + '"]').classList.add("sel");
+  }
+
+  document.querySelectorAll("#answer .tok").forEach(function (span) {
+    var t = Number(span.dataset.t);
+    span.addEventListener("click", function (e) { e.preventDefault(); show(t); });
+    span.addEventListener("keydown", function (e) {
+      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); show(t); }
+    });
+  });
+})();

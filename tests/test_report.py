@@ -1,0 +1,249 @@
+"""data_prep, the summary, generate_html and compare_pairs, on records the real pipeline wrote for tiny models."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aligntds.cli.compare_pairs import main as compare_pairs
+from aligntds.cli.data_prep import main as data_prep
+from aligntds.cli.generate_html import main as generate_html
+from aligntds.compare import token_overlap
+from aligntds.metrics import shift_class, topk_metrics
+from aligntds.prepare import load_prepared
+from aligntds.records import make_record
+from aligntds.scoring import Request
+from aligntds.store import load_records, save_records
+from conftest import REPORT_EXAMPLES
+from test_pipeline import one_error_line
+
+def test_prepared_data_matches_the_records(report):
+    prep = load_prepared(report["prepared"])
+    assert prep["pair"] == "r" and prep["source"] == "aligntds" and prep["top_k"] == 30
+    assert [ex["query"] for ex in prep["examples"]] == [q for q, _ in REPORT_EXAMPLES]  # the template stripped off
+    for ex, a, b in zip(prep["examples"], report["i2i"], report["i2b"]):
+        np.testing.assert_array_equal(ex["cls"], shift_class(b["aligned_rank"]))
+        np.testing.assert_allclose(ex["base_prob"], np.exp(b["aligned_logprob"]), rtol=1e-6)
+        np.testing.assert_array_equal(ex["greedy_mismatch"], a["token_rank"] > 0)
+        np.testing.assert_array_equal(ex["top1_differs"], a["topk_ids"][:, 0] != b["topk_ids"][:, 0])
+        if len(a["response_ids"]):
+            direct = topk_metrics(b["topk_ids"], b["topk_logprobs"], a["topk_ids"], a["topk_logprobs"], 10)
+            for name in ("kl", "jaccard", "ws", "ndcg", "tr", "tp"):
+                np.testing.assert_allclose(ex["metrics"][f"{name}@10"], direct[name], rtol=1e-5, atol=1e-6)
+    # Token strings: the answer's pieces put together give the answer back.
+    first = prep["examples"][1]
+    assert "".join(prep["tokens"][i] for i in first["response_ids"].tolist()) == REPORT_EXAMPLES[1][1]
+
+    positions = sum(len(a["response_ids"]) for a in report["i2i"])
+    with open(report["prepared"].with_suffix(".curves.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == positions
+    assert {"step", "class", "kl@10", "kl@30", "jaccard@10", "ndcg@30", "tr@30", "tp@30", "ws@10"} <= rows[0].keys()
+    summary = json.loads(report["prepared"].with_suffix(".summary.json").read_text())
+    assert summary["positions"] == positions and summary["examples"] == 4
+    assert summary == json.loads((report["html"] / "summary.json").read_text())
+
+
+def _records(tmp_path, ranks, top1, token_rank):
+    """Hand-made i2i/i2b records with known aligned ranks (the classes) and aligned top-1 ids."""
+    meta_a = {"mode": "i2i", "model": "m", "top_k": 3}
+    meta_b = {"mode": "i2b", "model": "b", "top_k": 3, "template": None}
+    a_recs, b_recs = [], []
+    for i, (r, t1, tr) in enumerate(zip(ranks, top1, token_rank)):
+        t = len(r)
+        req = Request([1], list(range(10, 10 + t)))
+        top = np.stack([np.array(t1), np.full(t, 40), np.full(t, 41)], axis=1).astype(np.int32)
+        lp = np.log(np.tile([0.5, 0.3, 0.1], (t, 1))).astype(np.float32)
+        stats = {"topk_ids": top, "topk_logprobs": lp, "token_logprob": lp[:, 0], "token_rank": np.array(tr, np.int32),
+                 "entropy": np.ones(t, np.float32)}
+        a_recs.append(make_record(i, i, "p", "x", req, stats, 0, meta_a, "x"))
+        base = {**stats, "topk_ids": top[:, ::-1].copy(), "probe_rank": np.array(r, np.int32),
+                "probe_logprob": np.log(np.full(t, 0.25)).astype(np.float32)}
+        b_recs.append(make_record(i, i, "q", "x", req, base, 0, meta_b))
+    save_records(tmp_path / "a.pkl", a_recs)
+    save_records(tmp_path / "b.pkl", b_recs)
+    return tmp_path / "a.pkl", tmp_path / "b.pkl"
+
+
+def test_summary_counts_on_known_classes(tmp_path, pair_llama, tok_bos):
+    a, b = _records(tmp_path, ranks=[[0, 0, 1, 5, 0], [3, 2, 0]], top1=[[50, 51, 52, 50, 53], [50, 51, 51]],
+                    token_rank=[[0, 0, 0, 2, 0], [0, 0, 0]])
+    assert data_prep(["known", str(a), str(b), "--out", str(tmp_path / "k.pkl"), "--tokenizer", str(pair_llama["aligned"])]) == 0
+    s = json.loads((tmp_path / "k.summary.json").read_text())
+    assert (s["examples"], s["positions"], s["unshifted"], s["marginal"], s["shifted"]) == (2, 8, 4, 2, 2)
+    assert s["ratios"] == {"unshifted": 0.5, "marginal": 0.25, "shifted": 0.25}
+    text = lambda i: tok_bos.decode([tok_bos("a", add_special_tokens=False)["input_ids"][0], i])[1:]  # noqa: E731
+    # Shifted positions: id 50 at (0, 3) and (1, 0): 2 of the 3 positions whose aligned top-1 is 50.
+    assert s["top_shifted_tokens"] == [[text(50), 2, round(2 / 3, 4)]]
+    assert s["top_unshifted_tokens"] == [[text(51), 2, round(2 / 3, 4)], [text(50), 1, round(1 / 3, 4)], [text(53), 1, 1.0]]
+    absolute = s["by_position"]["absolute"]
+    assert [r["count"] for r in absolute] == [2, 2, 2, 1, 1]
+    assert [r["shifted_rate"] for r in absolute] == [0.5, 0.0, 0.0, 1.0, 0.0]
+    assert absolute[0]["mean_base_rank"] == 2.5 and absolute[0]["mean_base_prob"] == pytest.approx(0.25)  # 1-based ranks 1, 4
+    assert s["greedy_mismatch"] == {"positions": 1, "ratio": 0.125, "examples": 1}
+    relative = s["by_position"]["relative"]
+    assert sum(r["count"] for r in relative) == 8
+    assert relative[0]["shifted_rate"] == 0.5  # positions 0 of both answers
+
+
+def _reference_pickle(path, n_positions, ids_fn, id_offset=0):
+    """A merged pickle as the reference wrote it: numpy scalars in one dict per candidate."""
+    recs = []
+    for e, t in enumerate(n_positions):
+        results = []
+        for pos in range(t):
+            ids = ids_fn(e, pos)
+            probs = np.float32(0.5) ** np.arange(1, len(ids) + 1, dtype=np.float32)
+            results.append({"tokens": [{"token_id": np.int64(i), "token": f"w{i}", "logit": np.float32(np.log(p)), "prob": p}
+                                       for i, p in zip(ids, probs)], "prefix": "whatever"})
+        recs.append({"id": e + id_offset, "prompt": "# Query: \n ```q``` \n\n \n# Answer: \n ```", "probe_text": "a",
+                     "results": results, "final_generated_text": "a"})
+    path.write_bytes(pickle.dumps(recs, protocol=4))
+    return path
+
+
+def test_reference_pickles_are_accepted(tmp_path, capsys):
+    i2i = _reference_pickle(tmp_path / "i2i.pkl", [3, 2], lambda e, p: [7, 8, 9, 10])
+    # Base lists: the aligned top-1 (7) at index 0, 2, absent / 1, 5.
+    base_ids = {(0, 0): [7, 1, 2, 3, 4, 5], (0, 1): [1, 2, 7, 3, 4, 5], (0, 2): [1, 2, 3, 4, 5, 6],
+                (1, 0): [1, 7, 2, 3, 4, 5], (1, 1): [1, 2, 3, 4, 5, 7]}
+    i2b = _reference_pickle(tmp_path / "i2b.pkl", [3, 2], lambda e, p: base_ids[e, p])
+    assert data_prep(["ref", str(i2i), str(i2b), "--out", str(tmp_path / "ref.pkl")]) == 0
+    prep = load_prepared(tmp_path / "ref.pkl")
+    assert prep["source"] == "reference"
+    assert [ex["cls"].tolist() for ex in prep["examples"]] == [[0, 1, 2], [1, 2]]
+    assert prep["examples"][0]["aligned_rank"].tolist() == [0, 2, -1]  # -1: beyond the stored list
+    assert prep["examples"][0]["base_prob"][1] == pytest.approx(0.125)
+    assert prep["tokens"][7] == "w7" and prep["examples"][0]["query"] == "q"
+    s = json.loads((tmp_path / "ref.summary.json").read_text())
+    assert s["greedy_mismatch"] is None and s["shifted"] == 2
+
+    short = _reference_pickle(tmp_path / "short.pkl", [3, 1], lambda e, p: base_ids[e, p])
+    assert data_prep(["ref", str(i2i), str(short), "--out", str(tmp_path / "x.pkl")]) == 2
+    one_error_line(capsys, "short.pkl", "record 1", "--truncate_mismatched")
+    assert data_prep(["ref", str(i2i), str(short), "--out", str(tmp_path / "x.pkl"), "--truncate_mismatched"]) == 0
+    assert [len(ex["cls"]) for ex in load_prepared(tmp_path / "x.pkl")["examples"]] == [3, 1]
+    other = _reference_pickle(tmp_path / "other.pkl", [3, 2], lambda e, p: base_ids[e, p], id_offset=5)
+    assert data_prep(["ref", str(i2i), str(other), "--out", str(tmp_path / "y.pkl")]) == 2
+    one_error_line(capsys, "other.pkl", "record 0 has id 5")
+
+
+def test_data_prep_refuses_mismatched_records(tmp_path, report, capsys):
+    i2i, i2b = report["root"] / "i2i/r-i2i.pkl", report["root"] / "i2b/r-i2b.pkl"
+    b = load_records(i2b)
+    save_records(tmp_path / "short.pkl", b[:3])
+    assert data_prep(["r", str(i2i), str(tmp_path / "short.pkl"), "--out", str(tmp_path / "o.pkl")]) == 2
+    one_error_line(capsys, "holds 4 examples", "3")
+    b[1] = {**b[1], "id": "other"}
+    save_records(tmp_path / "ids.pkl", b)
+    assert data_prep(["r", str(i2i), str(tmp_path / "ids.pkl"), "--out", str(tmp_path / "o.pkl")]) == 2
+    one_error_line(capsys, "ids.pkl", "example 1")
+    b = load_records(i2b)
+    b[3] = {k: v[:-1] if isinstance(v, np.ndarray) and k != "prompt_ids" else v for k, v in b[3].items()}  # one position short
+    save_records(tmp_path / "len.pkl", b)
+    assert data_prep(["r", str(i2i), str(tmp_path / "len.pkl"), "--out", str(tmp_path / "o.pkl")]) == 2
+    one_error_line(capsys, "len.pkl", "example 3")
+    assert data_prep(["r", str(tmp_path / "missing.pkl"), str(i2b)]) == 2
+    one_error_line(capsys, "missing.pkl", "not found")
+    assert data_prep(["r", str(i2b), str(i2i), "--out", str(tmp_path / "o.pkl")]) == 2
+    one_error_line(capsys, "expected i2i")
+    assert generate_html(["nothing-here", "--out", str(tmp_path / "h")]) == 2
+    one_error_line(capsys, "no prepared data", "data_prep")
+
+
+class Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.urls, self.scripts, self.tags = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append(tag)
+        for key in ("src", "href"):
+            if key in attrs:
+                self.urls.append((tag, attrs[key]))
+        if tag == "script":
+            self.scripts.append(attrs)
+
+
+def parse(path: Path) -> Links:
+    p = Links()
+    p.feed(path.read_text())
+    return p
+
+
+def test_pages_are_self_contained_and_links_resolve(report):
+    html = report["html"]
+    pages = sorted(html.glob("*.html"))
+    assert {p.name for p in pages} == {"index.html", "summary.html", "0.html", "1.html", "2.html", "3.html"}
+    for page in pages:
+        text = page.read_text()
+        parsed = parse(page)
+        assert "link" not in parsed.tags and all("src" not in s for s in parsed.scripts), page  # inline CSS and JS only
+        for tag, url in parsed.urls:
+            assert not url.startswith(("http:", "https:", "//")), (page, tag, url)
+            if tag == "a" and not url.startswith("#"):
+                assert (html / url).exists(), (page, url)
+        assert "@import" not in text and "url(http" not in text
+    assert "<svg" in (html / "summary.html").read_text()
+    first, last = parse(html / "0.html"), parse(html / "3.html")
+    assert ("a", "1.html") in first.urls and not any(u.endswith("-1.html") for _, u in first.urls)
+    assert ("a", "2.html") in last.urls and ("a", "4.html") not in last.urls
+    index = parse(html / "index.html")
+    assert {u for t, u in index.urls if t == "a"} >= {"0.html", "1.html", "2.html", "3.html", "summary.html"}
+
+
+def test_model_text_is_escaped(report):
+    page = (report["html"] / "0.html").read_text()
+    for raw in ("<script>alert('x')</script>", "<img src=x", "<script>alert('prompt')", "<b>bold</b>"):
+        assert raw not in page
+    assert "&lt;script&gt;alert(&#39;prompt&#39;)&lt;/script&gt;" in page  # the prompt, shown as text
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; &#34;quoted&#34;" in page
+    assert page.count("<script") == 2  # the JSON data island and the page's own script, nothing from the model
+    island = page.split('<script type="application/json" id="tds-data">')[1].split("</script>")[0]
+    assert "<" not in island and json.loads(island)["aligned_prompt"].endswith("<script>alert('prompt')</script> [/INST] ")
+    index = (report["html"] / "index.html").read_text()
+    assert "<script>alert" not in index and "&lt;script&gt;alert(&#39;prompt&#39;)" in index
+
+
+def test_limit_writes_only_reachable_pages(tmp_path, report):
+    out = tmp_path / "h"
+    assert generate_html(["r", "--data", str(report["prepared"]), "--out", str(out)]) == 0
+    assert generate_html(["r", "--data", str(report["prepared"]), "--out", str(out), "--limit", "2"]) == 0
+    assert sorted(p.name for p in out.glob("[0-9]*.html")) == ["0.html", "1.html"]  # the earlier pages 2, 3 are gone
+    assert ("a", "2.html") not in parse(out / "1.html").urls
+    index = (out / "index.html").read_text()
+    assert "first 2 of 4 examples" in index and "2.html" not in index
+    assert json.loads((out / "summary.json").read_text())["examples"] == 4
+
+
+def test_compare_pairs_page(tmp_path, report, capsys):
+    summary = report["html"] / "summary.json"
+    other = json.loads(summary.read_text())
+    other["pair"] = "other"
+    other["top_shifted_tokens"] = other["top_shifted_tokens"][:1] + [["only-here", 3, 1.0]]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    out = tmp_path / "cmp"
+    assert compare_pairs([str(summary), str(tmp_path / "other.json"), "--out", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    assert page.count("<svg") == 3 and "only-here" in page and ">r<" in page and ">other<" in page
+    assert all(not u.startswith("http") for _, u in parse(out / "index.html").urls)
+    assert compare_pairs([str(tmp_path / "nope.json")]) == 2
+    one_error_line(capsys, "nope.json", "not found")
+    (tmp_path / "bad.json").write_text("{}")
+    assert compare_pairs([str(tmp_path / "bad.json")]) == 2
+    one_error_line(capsys, "bad.json", "not a summary.json")
+
+
+def test_token_overlap():
+    a = {"top_shifted_tokens": [["Sure", 5, 0.9], ["However", 2, 0.5], ["Thank", 1, 0.2]]}
+    b = {"top_shifted_tokens": [["However", 3, 0.6], ["Sure", 1, 0.1], ["Hmm", 3, 0.3]]}
+    shared, unique = token_overlap([("a", a), ("b", b)])
+    assert [r["token"] for r in shared] == ["Sure", "However"] and shared[0]["counts"] == [5, 1]
+    assert [r["token"] for r in unique["a"]] == ["Thank"] and [r["token"] for r in unique["b"]] == ["Hmm"]
