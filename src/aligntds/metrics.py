@@ -67,21 +67,22 @@ def topk_metrics(
 def _topk_chunk(b_ids, pb, a_ids, pa, k):
     b_ids, a_ids, pb, pa = b_ids[:, :k], a_ids[:, :k], pb[:, :k], pa[:, :k]
     match = b_ids[:, :, None] == a_ids[:, None, :]  # [n, k, k]: base entry i is aligned entry j
-    shared = match.any(axis=2).sum(axis=1)
-    both = match * pb[:, :, None] * pa[:, None, :]  # p_b(i) p_a(j) where they are the same token
-    pb_match = match * pb[:, :, None]
+    shared = match.any(axis=2)  # [n, k]: base entry i is in the aligned list (ids are unique within a list)
+    j = match.argmax(axis=2)  # [n, k]: ... at this index
+    pa_of_b = np.where(shared, np.take_along_axis(pa, j, axis=1), 0.0)  # p_a of each base entry, 0 when absent
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_ratio = np.where(match, np.log(pb[:, :, None] / pa[:, None, :]), 0.0)
+        kl_terms = np.where(shared, pb * np.log(pb / pa_of_b), 0.0)
     discount = 1.0 / np.log2(np.arange(k) + 2.0)  # [k]
-    relevance = (match * discount[None, None, :]).sum(axis=2)  # [n, k]: 1/log2(2 + j) of base entry i
+    relevance = np.where(shared, discount[j], 0.0)  # 1/log2(2 + j) of base entry i
     idcg = (discount * discount).sum()
+    n_shared = shared.sum(axis=1)
     in_base = b_ids == a_ids[:, :1]  # [n, k]: where the aligned top-1 sits in the base list
     found = in_base.any(axis=1)
     where = in_base.argmax(axis=1)
     return {
-        "jaccard": shared / (2 * k - shared),
-        "ws": both.sum(axis=(1, 2)),
-        "kl": (pb_match * log_ratio).sum(axis=(1, 2)),
+        "jaccard": n_shared / (2 * k - n_shared),
+        "ws": (pb * pa_of_b).sum(axis=1),
+        "kl": kl_terms.sum(axis=1),
         "ndcg": (relevance * discount[None, :]).sum(axis=1) / idcg,
         "tr": np.where(found, where, k).astype(np.float64),
         "tp": np.where(found, np.take_along_axis(pb, where[:, None], axis=1)[:, 0], 0.0),

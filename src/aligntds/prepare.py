@@ -258,14 +258,18 @@ def curves_csv(prepared: dict) -> str:
     names = sorted({m for ex in prepared["examples"] for m in ex["metrics"]}, key=lambda m: (int(m.split("@")[1]), m))
     exact = sorted({m for ex in prepared["examples"] for m in ex["exact"]})
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["index", "id", "step", "class", "aligned_rank", "base_prob", *names, *exact])
+    csv.writer(buf, lineterminator="\n").writerow(["index", "id", "step", "class", "aligned_rank", "base_prob", *names, *exact])
+    row_format = "%d,%d,%d," + ",".join(["%.6g"] * (1 + len(names) + len(exact))) + "\n"
     for ex in prepared["examples"]:
-        for t in range(len(ex["response_ids"])):
-            writer.writerow([
-                ex["index"], ex["id"], t, int(ex["cls"][t]), int(ex["aligned_rank"][t]), f"{ex['base_prob'][t]:.6g}",
-                *(f"{ex['metrics'][m][t]:.6g}" for m in names), *(f"{ex['exact'][m][t]:.6g}" for m in exact),
-            ])
+        t = len(ex["response_ids"])
+        if not t:
+            continue
+        head = io.StringIO()
+        csv.writer(head, lineterminator="").writerow([ex["index"], ex["id"]])
+        columns = [np.arange(t), ex["cls"], ex["aligned_rank"], ex["base_prob"],
+                   *(ex["metrics"][m] for m in names), *(ex["exact"][m] for m in exact)]
+        prefix = head.getvalue() + ","
+        buf.writelines(prefix + row_format % tuple(row) for row in np.column_stack(columns).tolist())
     return buf.getvalue()
 
 
