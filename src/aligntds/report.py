@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 import numpy as np
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from . import __version__
 from .errors import UserError
@@ -63,16 +63,19 @@ def visible_parts(text: str) -> list[tuple[bool, str]]:
     return parts or [(True, "∅")]
 
 
-def _rounded(values, digits: int = 4) -> list:
-    """Floats for JSON: rounded, NaN and inf as null (JSON has no NaN)."""
-    out = []
-    for v in np.asarray(values, dtype=np.float64).ravel().tolist():
-        out.append(float(f"{v:.{digits}g}") if math.isfinite(v) else None)
-    return out
+def _rounded(values, decimals: int = 4) -> list:
+    """Floats for JSON: rounded to `decimals` places, NaN and inf as null (JSON has no NaN)."""
+    arr = np.round(np.asarray(values, dtype=np.float64), decimals)
+    if np.isfinite(arr).all():
+        return arr.tolist()
+    if arr.ndim != 1:
+        raise ValueError("non-finite values are only expected in per-position vectors")
+    return [v if math.isfinite(v) else None for v in arr.tolist()]
 
 
-def _probs(logprobs: np.ndarray) -> list[list]:
-    return [_rounded(np.exp(row)) for row in logprobs]
+def _ppm(logprobs: np.ndarray) -> list[list[int]]:
+    """[T, 10] probabilities as integer parts per million: compact, and quick to write as JSON."""
+    return np.rint(np.exp(np.asarray(logprobs, dtype=np.float64)) * 1e6).astype(np.int64).tolist()
 
 
 def page_data(ex: dict, tokens: dict[int, str]) -> dict:
@@ -85,12 +88,12 @@ def page_data(ex: dict, tokens: dict[int, str]) -> dict:
         "answer": ex["response_ids"].tolist(),
         "cls": ex["cls"].tolist(),
         "rank": ex["aligned_rank"].tolist(),
-        "base_prob": _rounded(ex["base_prob"]),
+        "base_prob": _rounded(ex["base_prob"], 6),
         "mismatch": ex["greedy_mismatch"].tolist(),
         "aligned_ids": ex["aligned_top_ids"].tolist(),
-        "aligned_p": _probs(ex["aligned_top_logprobs"]),
+        "aligned_ppm": _ppm(ex["aligned_top_logprobs"]),
         "base_ids": ex["base_top_ids"].tolist(),
-        "base_p": _probs(ex["base_top_logprobs"]),
+        "base_ppm": _ppm(ex["base_top_logprobs"]),
         "kl10": _rounded(m.get("kl@10", np.full(t, np.nan))),
         "jaccard10": _rounded(m.get("jaccard@10", np.full(t, np.nan))),
         "ws10": _rounded(m.get("ws@10", np.full(t, np.nan))),
@@ -111,15 +114,27 @@ def class_counts(ex: dict) -> dict:
     }
 
 
+def answer_html(ex: dict, tokens: dict[int, str]) -> Markup:
+    """The answer as one focusable span per token, coloured by class; every text part escaped.
+
+    Built here rather than in a template loop: it is the only per-token markup, and a page can hold
+    thousands of tokens.
+    """
+    spans = []
+    for t, (i, c, d) in enumerate(zip(ex["response_ids"].tolist(), ex["cls"].tolist(), ex["top1_differs"].tolist())):
+        inner = "".join(
+            (f'<span class="ws">{part}</span>' + ("<br>" if part == "↵" else "")) if ws else str(escape(part))
+            for ws, part in visible_parts(tokens.get(i, f"<{i}>"))
+        )
+        spans.append(f'<span class="tok c{int(c)}{" u" if d else ""}" tabindex="0" role="button" data-t="{t}">{inner}</span>')
+    return Markup("".join(spans))
+
+
 def render_example(env, pair: str, ex: dict, tokens: dict, n: int, pages: int) -> str:
-    answer_tokens = [
-        {"cls": int(c), "differs": bool(d), "parts": visible_parts(tokens.get(i, f"<{i}>"))}
-        for i, c, d in zip(ex["response_ids"].tolist(), ex["cls"].tolist(), ex["top1_differs"].tolist())
-    ]
     return env.get_template("example.html").render(
         pair=pair,
         ex=ex,
-        tokens=answer_tokens,
+        answer=answer_html(ex, tokens),
         counts=class_counts(ex),
         data=page_data(ex, tokens),
         prev_page=f"{n - 1}.html" if n > 0 else None,

@@ -13,6 +13,9 @@
   function pct(p) {
     return p === null ? "?" : (100 * p).toFixed(p < 0.001 ? 3 : 2) + "%";
   }
+  function ppm(x) {
+    return x / 1e6;
+  }
   function num(x) {
     return x === null || x === undefined ? "-" : x.toFixed(4);
   }
@@ -56,11 +59,11 @@
       var bspan = el("span", bid === alignedTop ? "mark" : null, visible(tokenText(bid)));
       b.appendChild(bspan);
       tr.appendChild(b);
-      tr.appendChild(el("td", "num", pct(data.base_p[t][i])));
+      tr.appendChild(el("td", "num", pct(ppm(data.base_ppm[t][i]))));
       var a = el("td", "aligned-token");
       a.appendChild(el(i === 0 ? "b" : "span", null, visible(tokenText(data.aligned_ids[t][i]))));
       tr.appendChild(a);
-      tr.appendChild(el("td", "num", pct(data.aligned_p[t][i])));
+      tr.appendChild(el("td", "num", pct(ppm(data.aligned_ppm[t][i]))));
       table.appendChild(tr);
     }
 
