@@ -2,13 +2,14 @@
 #   make demo    the whole pipeline on the embedded demo pair
 #   make test    the test suite
 #   make bench   the CPU benchmark (reference loop vs batched path)
+#   make bench-gpu   the GPU benchmark (Llama-2-7B shape, bfloat16, 1000 answers; needs a CUDA build of torch)
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test bench clean
+.PHONY: install test bench bench-gpu clean
 
 install: $(STAMP)
 
@@ -22,6 +23,9 @@ test: install
 
 bench: install
 	$(BIN)/python scripts/bench_logits.py
+
+bench-gpu: install
+	$(BIN)/python scripts/bench_logits.py --device cuda --shape llama2-7b
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -13,8 +13,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from aligntds.tiny import save_pair_member, tiny_model, train_tokenizer
+
+# One thread: the test models are tiny, and on a machine other jobs share, a second thread that is not
+# scheduled makes every parallel region wait for it (the reference loops ran 6x slower with two threads).
+torch.set_num_threads(1)
 
 CORPUS = [
     "The cat sat on the mat and looked at the garden.",

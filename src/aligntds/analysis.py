@@ -27,7 +27,7 @@ from .errors import UserError
 from .pair import PairRequest, PairScorer
 from .prompts import encode_answer, encode_prompt, leading_specials
 from .records import check_records, make_pair_record, make_record, settings_difference, versions
-from .scoring import BatchedScorer, Request, Scorer, Throughput
+from .scoring import BatchedScorer, Request, Scorer, Throughput, device_defaults
 
 log = logging.getLogger("aligntds")
 
@@ -154,9 +154,9 @@ def _load(name: str, dtype, device: str, opts: Options):
 
 
 def _scoring_args(opts: Options, device: str) -> dict:
-    """Batch budget and memory for one output-layer chunk: larger on a GPU; small chunks stay in a CPU's cache."""
-    cuda = device.startswith("cuda")
-    return {"batch_tokens": opts.batch_tokens or (16384 if cuda else 4096), "head_bytes": (2 << 30) if cuda else (32 << 20)}
+    """Batch budget (--batch_tokens or the device's default) and memory for one output-layer chunk."""
+    args = device_defaults(device)
+    return {**args, "batch_tokens": opts.batch_tokens or args["batch_tokens"]}
 
 
 def _pad_id(tok) -> int:
@@ -196,6 +196,8 @@ def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
     template = base_template(opts) if i2b else None
     if not i2b and (opts.enable_template or opts.base_template):
         log.warning("--enable_template/--base_template apply to --mode i2b and pair only; i2i uses each example's 'input'")
+    if opts.base_device:
+        log.warning("--base_device applies to --mode pair only; this run uses --device")
     device, dtype = _device_dtype(opts, rank)
     planned = {
         "model": model_name,

@@ -183,6 +183,14 @@ def empty_stats(top_k: int, with_probes: bool) -> dict[str, np.ndarray]:
     return out
 
 
+def device_defaults(device: str) -> dict[str, int]:
+    """`batch_tokens` and `head_bytes` for a device: a large budget and output-layer chunk on a GPU;
+    on a CPU small chunks, which stay in its caches."""
+    if str(device).startswith("cuda"):
+        return {"batch_tokens": 16384, "head_bytes": 2 << 30}
+    return {"batch_tokens": 4096, "head_bytes": 32 << 20}
+
+
 def free_accelerator_memory() -> None:
     """Give the cached memory of dropped tensors back to every GPU (after an out-of-memory error)."""
     gc.collect()
