@@ -35,8 +35,10 @@ def model_flags(pair):
 
 
 def subprocess_env(tmp_path) -> dict[str, str]:
-    """One thread per process (two cores), and no accelerate config of the user's (HF_HOME)."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf"), "TOKENIZERS_PARALLELISM": "false"}
+    """One thread per process (two cores), no accelerate config of the user's (HF_HOME), and the launcher's
+    temporary folders under the test's (TMPDIR)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf"), "TOKENIZERS_PARALLELISM": "false",
+            "TMPDIR": str(tmp_path)}
 
 
 def free_port() -> int:
