@@ -1,13 +1,14 @@
 # Set-up and the main jobs. Every target installs what it needs into .venv first.
 #   make test    the test suite (installs Debian's chromium for the browser tests when missing)
 #   make bench   the CPU benchmark (reference loop vs batched path)
+#   make bench-gpu   the GPU benchmark (Llama-2-7B shape, bfloat16, 1000 answers; needs a CUDA build of torch)
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install chromium test bench clean
+.PHONY: install chromium test bench bench-gpu clean
 
 install: $(STAMP)
 
@@ -24,6 +25,9 @@ test: install chromium
 
 bench: install
 	$(BIN)/python scripts/bench_logits.py
+
+bench-gpu: install
+	$(BIN)/python scripts/bench_logits.py --device cuda --shape llama2-7b
 
 clean:
 	rm -rf $(VENV) .pytest_cache

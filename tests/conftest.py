@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from aligntds.cli.data_prep import main as data_prep
 from aligntds.cli.generate_html import main as generate_html
@@ -22,6 +23,10 @@ from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.cli.merge_logits import main as merge_logits
 from aligntds.store import load_records
 from aligntds.tiny import save_pair_member, tiny_model, train_tokenizer
+
+# One thread: the test models are tiny, and on a machine other jobs share, a second thread that is not
+# scheduled makes every parallel region wait for it (the reference loops ran 6x slower with two threads).
+torch.set_num_threads(1)
 
 CORPUS = [
     "The cat sat on the mat and looked at the garden.",

@@ -1,9 +1,14 @@
-"""One `logit_analysis` run: a slice of the data through one model, written as one shard of records.
+"""One `logit_analysis` run: a slice of the data through one model (or both), written as one shard of records.
 
-    i2i: the aligned model on each example's chat-formatted `input`, scoring `output[0]`.
-    i2b: the base model on the bare `pure_input` (optionally in a template), scoring the very same
-         answer token ids, read from the i2i records, plus the exact base rank of the aligned
-         model's top-1 token at every position.
+    i2i:  the aligned model on each example's chat-formatted `input`, scoring `output[0]`.
+    i2b:  the base model on the bare `pure_input` (optionally in a template), scoring the very same
+          answer token ids, read from the i2i records, plus the exact base rank of the aligned
+          model's top-1 token at every position.
+    pair: both models in one process: everything i2i and i2b give, plus exact full-vocabulary
+          divergences between the two distributions at every position (see `aligntds.pair`).
+
+Under `accelerate launch` or `torchrun` each process scores its own contiguous part of the slice
+and writes the shard named by that part (see `aligntds.distributed`).
 
     from aligntds.analysis import Options, run
     run(Options(data_file="data/x.json", logits_folder="saved_logits/x/shards", pair="llama2", mode="i2i"))
@@ -15,18 +20,20 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from . import models, store
 from .data import REFERENCE_TEMPLATE, answer_of, fill_template, load_examples, load_template
+from .distributed import Rank, current_rank, device_for, part, select_device
 from .errors import UserError
+from .pair import PairRequest, PairScorer
 from .prompts import encode_answer, encode_prompt, leading_specials
-from .records import check_records, make_record, settings_difference, versions
-from .scoring import Request, Scorer, Throughput
+from .records import check_records, make_pair_record, make_record, settings_difference, versions
+from .scoring import BatchedScorer, Request, Scorer, Throughput, device_defaults
 
 log = logging.getLogger("aligntds")
 
-MODES = ("i2i", "i2b")
+MODES = ("i2i", "i2b", "pair")
+# The prompt fields each mode reads from the data.
+FIELDS = {"i2i": ("input",), "i2b": ("pure_input",), "pair": ("input", "pure_input")}
 
 
 @dataclass
@@ -48,6 +55,7 @@ class Options:
     dtype: str = "auto"
     device: str | None = None
     device_map: str | None = None
+    base_device: str | None = None
     batch_tokens: int | None = None
     overwrite: bool = False
     trust_remote_code: bool = False
@@ -107,17 +115,79 @@ def _check_existing(shard: Path, planned: dict) -> None:
             raise UserError(f"{shard} exists with other settings ({diff}); pass --overwrite to recompute it")
 
 
-def run(opts: Options) -> Path | None:
-    """Score examples [start, end) and write their shard; returns its path (None when the slice is empty)."""
+def run(opts: Options, rank: Rank | None = None) -> Path | None:
+    """Score this process's part of examples [start, end) and write its shard; returns its path (None: nothing to do)."""
     if opts.mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, got {opts.mode!r}")
-    i2b = opts.mode == "i2b"
-    items = load_examples(opts.data_file, fields=("pure_input",) if i2b else ("input",))
+    rank = rank or current_rank()
+    items = load_examples(opts.data_file, fields=FIELDS[opts.mode])
     start, end = data_slice(opts.start, opts.end, len(items))
     if start >= end:
         log.info(f"examples [{opts.start}:{opts.end}] are past the end of {opts.data_file} ({len(items)} examples): nothing to do")
         return None
+    if rank.world > 1:
+        a, b = part(start, end, rank)
+        log.info(f"{rank.world} processes share examples [{start}:{end}]; this is rank {rank.rank}: [{a}:{b}]"
+                 + ("" if a < b else ", nothing to do"))
+        if a >= b:
+            return None
+        start, end = a, b
+    return (_run_pair if opts.mode == "pair" else _run_one)(opts, items, start, end, rank)
 
+
+def _device_dtype(opts: Options, rank: Rank):
+    device = device_for(rank, opts.device, opts.device_map)
+    select_device(device)
+    return device, models.resolve_dtype(opts.dtype, device)
+
+
+def _keep_existing(shard: Path, planned: dict, opts: Options) -> bool:
+    if shard.exists() and not opts.overwrite:
+        _check_existing(shard, planned)
+        log.info(f"{shard} exists: skipping (pass --overwrite to recompute)")
+        return True
+    return False
+
+
+def _load(name: str, dtype, device: str, opts: Options):
+    return models.load_model(name, dtype, device, opts.device_map, opts.trust_remote_code, opts.attn_implementation)
+
+
+def _scoring_args(opts: Options, device: str) -> dict:
+    """Batch budget (--batch_tokens or the device's default) and memory for one output-layer chunk."""
+    args = device_defaults(device)
+    return {**args, "batch_tokens": opts.batch_tokens or args["batch_tokens"]}
+
+
+def _pad_id(tok) -> int:
+    return next((i for i in (tok.pad_token_id, tok.eos_token_id) if i is not None), 0)
+
+
+def _check_ids(requests, vocab_size: int, start: int, model_name: str) -> None:
+    for n, r in enumerate(requests):
+        if max([*r.response_ids, *(getattr(r, "probe_ids", None) or [])], default=-1) >= vocab_size:
+            raise UserError(
+                f"example {start + n}: answer or aligned token ids exceed the {vocab_size} outputs of {model_name}: "
+                "the models do not share a vocabulary"
+            )
+
+
+def _base_meta(opts: Options, planned: dict, model, vocab: str, tok) -> dict:
+    return {
+        **planned,
+        "revision": models.model_revision(model),
+        "enable_template": opts.enable_template,
+        "base_template_file": opts.base_template,
+        "data_file": str(opts.data_file),
+        "vocab": vocab,
+        "vocab_size": len(tok),
+        "versions": versions(),
+    }
+
+
+def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank) -> Path | None:
+    """--mode i2i or i2b: one model."""
+    i2b = opts.mode == "i2b"
     base_name, aligned_name = models.resolve_pair(opts.pair, opts.base_model, opts.aligned_model)
     model_name = base_name if i2b else aligned_name
     if model_name is None:
@@ -125,9 +195,10 @@ def run(opts: Options) -> Path | None:
         raise UserError(f"--pair {opts.pair!r} is not a preset ({', '.join(models.PAIRS)}): give {flag}")
     template = base_template(opts) if i2b else None
     if not i2b and (opts.enable_template or opts.base_template):
-        log.warning("--enable_template/--base_template apply to --mode i2b only; i2i uses each example's 'input'")
-    device = models.resolve_device(opts.device)
-    dtype = models.resolve_dtype(opts.dtype, device)
+        log.warning("--enable_template/--base_template apply to --mode i2b and pair only; i2i uses each example's 'input'")
+    if opts.base_device:
+        log.warning("--base_device applies to --mode pair only; this run uses --device")
+    device, dtype = _device_dtype(opts, rank)
     planned = {
         "model": model_name,
         "mode": opts.mode,
@@ -136,11 +207,8 @@ def run(opts: Options) -> Path | None:
         "template": template,
         "n_data": len(items),
     }
-
     shard = Path(opts.logits_folder) / store.shard_name(opts.pair, opts.mode, start, end)
-    if shard.exists() and not opts.overwrite:
-        _check_existing(shard, planned)
-        log.info(f"{shard} exists: skipping (pass --overwrite to recompute)")
+    if _keep_existing(shard, planned, opts):
         return shard
     i2i = i2i_records_for(opts.i2i_pkl_file, items, start, end) if i2b else None
 
@@ -154,33 +222,17 @@ def run(opts: Options) -> Path | None:
                 f"tokenizer of {aligned_meta.get('model')} recorded in {opts.i2i_pkl_file} (vocabulary "
                 f"{aligned_meta.get('vocab_size')}, fingerprint {aligned_meta.get('vocab')}): token ids would not mean the same text"
             )
-    model = models.load_model(model_name, dtype, device, opts.device_map, opts.trust_remote_code, opts.attn_implementation)
+    model = _load(model_name, dtype, device, opts)
 
     requests, prompts, truncated = _requests(opts, items, start, end, tok, model, template, i2i)
-    batch_tokens = opts.batch_tokens or (16384 if device.startswith("cuda") else 4096)
-    pad_id = next((i for i in (tok.pad_token_id, tok.eos_token_id) if i is not None), 0)
-    scorer = Scorer(model, opts.top_k, batch_tokens, head_bytes=(2 << 30) if device.startswith("cuda") else (32 << 20), pad_id=pad_id)
-    for n, r in enumerate(requests):
-        if max([*r.response_ids, *(r.probe_ids or [])], default=-1) >= scorer.head.vocab_size:
-            raise UserError(
-                f"example {start + n}: answer or aligned token ids exceed the {scorer.head.vocab_size} outputs of {model_name}: "
-                "the models do not share a vocabulary"
-            )
+    scorer = Scorer(model, opts.top_k, pad_id=_pad_id(tok), **_scoring_args(opts, device))
+    _check_ids(requests, scorer.head.vocab_size, start, model_name)
     first = next((r for r in requests if r.response_ids), None)
     if first is not None:
         scorer.check_head(first)
 
-    stats = _score_with_progress(scorer, requests, f"{opts.pair} {opts.mode}")
-    meta = {
-        **planned,
-        "revision": models.model_revision(model),
-        "enable_template": opts.enable_template,
-        "base_template_file": opts.base_template,
-        "data_file": str(opts.data_file),
-        "vocab": vocab,
-        "vocab_size": len(tok),
-        "versions": versions(),
-    }
+    stats = _score_with_progress(scorer, requests, f"{opts.pair} {opts.mode}", not rank.is_main, _names(opts, items, start, end))
+    meta = _base_meta(opts, planned, model, vocab, tok)
     records = [
         make_record(
             index=i,
@@ -195,12 +247,98 @@ def run(opts: Options) -> Path | None:
         )
         for n, i in enumerate(range(start, end))
     ]
+    _save(shard, records, truncated, model_name)
+    return shard
+
+
+def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank) -> Path | None:
+    """--mode pair: both models in this process, exact divergences at every position."""
+    base_name, aligned_name = models.resolve_pair(opts.pair, opts.base_model, opts.aligned_model)
+    if base_name is None or aligned_name is None:
+        raise UserError(f"--pair {opts.pair!r} is not a preset ({', '.join(models.PAIRS)}): --mode pair needs --aligned_model and --base_model")
+    if opts.i2i_pkl_file:
+        log.warning("--i2i_pkl_file is for --mode i2b; --mode pair scores both models itself")
+    template = base_template(opts)
+    device, dtype = _device_dtype(opts, rank)
+    base_device = opts.base_device or device
+    planned = {
+        "model": aligned_name,
+        "base_model": base_name,
+        "mode": "pair",
+        "dtype": models.dtype_name(dtype),
+        "top_k": opts.top_k,
+        "template": template,
+        "n_data": len(items),
+    }
+    shard = Path(opts.logits_folder) / store.shard_name(opts.pair, "pair", start, end)
+    if _keep_existing(shard, planned, opts):
+        return shard
+
+    tok_a = models.load_tokenizer(aligned_name, opts.trust_remote_code)
+    tok_b = models.load_tokenizer(base_name, opts.trust_remote_code)
+    vocab = models.vocab_fingerprint(tok_a)
+    if models.vocab_fingerprint(tok_b) != vocab:
+        raise UserError(f"the tokenizers of {aligned_name} and {base_name} differ ({models.vocab_difference(tok_a, tok_b)}): "
+                        "token ids would not mean the same text")
+    model_a = _load(aligned_name, dtype, device, opts)
+    model_b = _load(base_name, dtype, base_device, opts)
+
+    requests, prompts, base_prompts, truncated = _pair_requests(opts, items, start, end, (tok_a, tok_b), (model_a, model_b), template)
+    scorer = PairScorer(model_a, model_b, opts.top_k, pad_ids=(_pad_id(tok_a), _pad_id(tok_b)), **_scoring_args(opts, device))
+    _check_ids(requests, scorer.aligned.head.vocab_size, start, aligned_name)
+    first = next((r for r in requests if r.response_ids), None)
+    if first is not None:
+        scorer.aligned.check_head(first.aligned)
+        scorer.base.check_head(first.base)
+
+    stats = _score_with_progress(scorer, requests, f"{opts.pair} pair", not rank.is_main, _names(opts, items, start, end))
+    meta = {**_base_meta(opts, planned, model_a, vocab, tok_a), "base_revision": models.model_revision(model_b)}
+    records = [
+        make_pair_record(
+            index=i,
+            id=items[i]["id"],
+            prompt=prompts[n],
+            base_prompt=base_prompts[n],
+            probe_text=answer_of(items[i]),
+            request=requests[n],
+            stats=stats[n],
+            n_truncated=truncated[n],
+            meta=meta,
+            final_generated_text=tok_a.decode(list(requests[n].response_ids)),
+        )
+        for n, i in enumerate(range(start, end))
+    ]
+    _save(shard, records, truncated, f"{aligned_name} / {base_name}")
+    return shard
+
+
+def _save(shard: Path, records: list[dict], truncated: list[int], model_name: str) -> None:
     store.save_records(shard, records)
     n_trunc = sum(1 for t in truncated if t)
     if n_trunc:
         log.warning(f"{n_trunc} answers were cut to fit the context of {model_name} ({sum(truncated)} tokens dropped; see n_truncated)")
-    log.info(f"wrote {shard}: {len(records)} examples, {sum(len(r.response_ids) for r in requests)} answer positions")
-    return shard
+    log.info(f"wrote {shard}: {len(records)} examples, {sum(len(r['response_ids']) for r in records)} answer positions")
+
+
+def _names(opts: Options, items: list[dict], start: int, end: int) -> list[str]:
+    return [f"{opts.data_file}: example {i} (id={items[i]['id']})" for i in range(start, end)]
+
+
+def _room(where: str, prompt_ids: list[int], max_len: int | None, what: str = "prompt") -> int | None:
+    """Answer tokens that fit after the prompt in the model's context (None: no limit); a prompt that fills it is refused."""
+    if not prompt_ids:
+        raise UserError(f"{where}: the {what} is empty, so the first answer token has no context")
+    if max_len is None:
+        return None
+    if len(prompt_ids) >= max_len:
+        raise UserError(f"{where}: the {what} alone has {len(prompt_ids)} tokens, the model's context is {max_len}")
+    return max_len - len(prompt_ids)
+
+
+def _cut(response: list[int], *rooms: int | None) -> int:
+    """How many answer tokens to drop so that the answer fits every room (the smallest context wins)."""
+    limits = [r for r in rooms if r is not None]
+    return max(0, len(response) - min(limits)) if limits else 0
 
 
 def _requests(opts, items, start, end, tok, model, template, i2i):
@@ -220,13 +358,8 @@ def _requests(opts, items, start, end, tok, model, template, i2i):
             response = encode_answer(tok, answer_of(item))
             probes = None
         prompt_ids = encode_prompt(tok, prompt, leading)
-        if not prompt_ids:
-            raise UserError(f"{where}: the prompt is empty, so the first answer token has no context")
-        cut = 0
-        if max_len is not None and len(prompt_ids) + len(response) > max_len:
-            if len(prompt_ids) >= max_len:
-                raise UserError(f"{where}: the prompt alone has {len(prompt_ids)} tokens, the model's context is {max_len}")
-            cut = len(prompt_ids) + len(response) - max_len
+        cut = _cut(response, _room(where, prompt_ids, max_len))
+        if cut:
             response = response[: len(response) - cut]
             probes = None if probes is None else probes[: len(response)]
         requests.append(Request(prompt_ids, response, probes))
@@ -235,10 +368,33 @@ def _requests(opts, items, start, end, tok, model, template, i2i):
     return requests, prompts, truncated
 
 
-def _score_with_progress(scorer: Scorer, requests: list[Request], desc: str, disable: bool = False):
+def _pair_requests(opts, items, start, end, toks, pair_models, template):
+    """Both prompts of every example and the one answer (encoded as in i2i), cut to the smaller context."""
+    tok_a, tok_b = toks
+    leading_a, leading_b = leading_specials(tok_a), leading_specials(tok_b)
+    max_a, max_b = (models.context_length(m) for m in pair_models)
+    requests, prompts, base_prompts, truncated = [], [], [], []
+    for i in range(start, end):
+        item = items[i]
+        where = f"{opts.data_file}: example {i} (id={item['id']})"
+        base_prompt = fill_template(template, item["pure_input"])
+        ids_a = encode_prompt(tok_a, item["input"], leading_a)  # as i2i
+        ids_b = encode_prompt(tok_b, base_prompt, leading_b)  # as i2b
+        response = encode_answer(tok_a, answer_of(item))
+        cut = _cut(response, _room(where, ids_a, max_a), _room(where, ids_b, max_b, "base prompt"))
+        response = response[: len(response) - cut]
+        requests.append(PairRequest(Request(ids_a, response), Request(ids_b, response)))
+        prompts.append(item["input"])
+        base_prompts.append(base_prompt)
+        truncated.append(cut)
+    return requests, prompts, base_prompts, truncated
+
+
+def _score_with_progress(scorer: BatchedScorer, requests: list, desc: str, disable: bool = False, names=None):
     from tqdm.auto import tqdm
 
     thr = Throughput()
+    budget = scorer.batch_tokens
     with tqdm(total=len(requests), desc=desc, unit="ex", disable=disable, dynamic_ncols=True) as bar:
 
         def progress(examples: int, tokens: int) -> None:
@@ -246,6 +402,9 @@ def _score_with_progress(scorer: Scorer, requests: list[Request], desc: str, dis
             bar.update(examples)
             bar.set_postfix_str(f"{thr.rate:,.0f} tok/s")
 
-        stats = scorer.score(requests, progress)
-    log.info(f"{desc}: {thr.tokens} answer tokens at {thr.rate:,.0f} tokens/s")
+        stats = scorer.score(requests, progress, names)
+    log.info(f"{desc}: {thr.tokens} answer tokens at {thr.rate:,.0f} tokens/s (batch budget {scorer.batch_tokens} tokens)")
+    if scorer.batch_tokens < budget:
+        log.warning(f"{desc}: out-of-memory errors split batches; the final batch budget is {scorer.batch_tokens} tokens "
+                    f"(pass --batch_tokens {scorer.batch_tokens} to start there)")
     return stats

@@ -11,9 +11,16 @@ One dict per example (T answer positions, k = top_k); the README documents every
     entropy          float32 [T]  in nats
     n_truncated      int        answer tokens dropped to fit the model's context (0 almost always)
     final_generated_text        i2i only: the answer ids decoded
-    aligned_rank     int32 [T], aligned_logprob float32 [T]: i2b only: exact rank / log-prob, in the
+    aligned_rank     int32 [T], aligned_logprob float32 [T]: i2b and pair: exact rank / log-prob, in the
                      whole base distribution, of the aligned model's top-1 token at that position
     meta             dict       model, revision, mode, dtype, top_k, template, data, versions
+
+Mode `pair` (both models in one process) holds the i2i keys for the aligned side, and besides:
+
+    base_prompt, base_prompt_ids     the base model's prompt (the bare query, templated as in i2b) and its ids
+    base_topk_ids ... base_entropy   the base side's statistics, named as the aligned side's with `base_`
+    kl_aligned_base, kl_base_aligned, js, tv   float32 [T]: exact full-vocabulary KL(P_aligned||P_base),
+                     KL(P_base||P_aligned), Jensen-Shannon (nats) and total variation at each position
 """
 
 from __future__ import annotations
@@ -30,10 +37,19 @@ from .errors import UserError
 
 ARRAY_KEYS = ("topk_ids", "topk_logprobs", "token_logprob", "token_rank", "entropy")
 COMMON_KEYS = ("index", "id", "prompt", "probe_text", "prompt_ids", "response_ids", *ARRAY_KEYS, "n_truncated", "meta")
-MODE_ARRAYS = {"i2i": (), "i2b": ("aligned_rank", "aligned_logprob")}
-MODE_KEYS = {"i2i": ("final_generated_text",), "i2b": MODE_ARRAYS["i2b"]}
+DIVERGENCE_KEYS = ("kl_aligned_base", "kl_base_aligned", "js", "tv")
+MODE_ARRAYS = {
+    "i2i": (),
+    "i2b": ("aligned_rank", "aligned_logprob"),
+    "pair": (*(f"base_{k}" for k in ARRAY_KEYS), "aligned_rank", "aligned_logprob", *DIVERGENCE_KEYS),
+}
+MODE_KEYS = {
+    "i2i": ("final_generated_text",),
+    "i2b": MODE_ARRAYS["i2b"],
+    "pair": ("base_prompt", "base_prompt_ids", "final_generated_text", *MODE_ARRAYS["pair"]),
+}
 # Meta keys that must agree between shards of one run (and between a shard and a re-run's settings).
-RUN_KEYS = ("model", "mode", "dtype", "top_k", "template", "n_data", "vocab")
+RUN_KEYS = ("model", "base_model", "mode", "dtype", "top_k", "template", "n_data", "vocab")
 
 
 @lru_cache(maxsize=1)
@@ -96,6 +112,36 @@ def make_record(
     if final_generated_text is not None:
         rec["final_generated_text"] = final_generated_text
     rec["meta"] = meta
+    return rec
+
+
+def make_pair_record(
+    index: int,
+    id,
+    prompt: str,
+    base_prompt: str,
+    probe_text: str,
+    request,
+    stats: dict[str, np.ndarray],
+    n_truncated: int,
+    meta: dict,
+    final_generated_text: str,
+) -> dict:
+    """One `--mode pair` record from a scored `PairRequest` and its statistics (`PairScorer.score`)."""
+    rec = {
+        "index": index,
+        "id": id,
+        "prompt": prompt,
+        "base_prompt": base_prompt,
+        "probe_text": probe_text,
+        "prompt_ids": np.asarray(request.aligned.prompt_ids, dtype=np.int32),
+        "base_prompt_ids": np.asarray(request.base.prompt_ids, dtype=np.int32),
+        "response_ids": np.asarray(request.response_ids, dtype=np.int32),
+        **{k: stats[k] for k in ARRAY_KEYS + MODE_ARRAYS["pair"]},
+        "n_truncated": n_truncated,
+        "final_generated_text": final_generated_text,
+        "meta": meta,
+    }
     return rec
 
 

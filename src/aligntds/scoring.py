@@ -10,10 +10,17 @@ T answer tokens of one example, k = top_k.
 
     scorer = Scorer(model, top_k=30, batch_tokens=8192)
     stats = scorer.score([Request(prompt_ids, response_ids)])   # one dict of arrays per request
+
+Out of memory: after a CUDA out-of-memory error on a batch the token budget is halved (below that
+batch's cost) and the batch is split under it and retried, recursively; the batches still to come
+are planned under the lowered budget. Every example is scored exactly once. An example that does not
+fit alone is a `UserError` naming it.
 """
 
 from __future__ import annotations
 
+import gc
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -22,6 +29,13 @@ import numpy as np
 import torch
 
 from .errors import UserError
+
+log = logging.getLogger("aligntds")
+
+# What an accelerator raises when an allocation fails (torch.OutOfMemoryError is the same class on torch >= 2.5).
+OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
+    {e for e in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if e is not None}
+)
 
 
 @dataclass
@@ -107,11 +121,12 @@ class LogitHead:
 
 
 def log_softmax_stats(
-    logits: torch.Tensor, targets: torch.Tensor, top_k: int, probes: torch.Tensor | None = None
+    logits: torch.Tensor, targets: torch.Tensor, top_k: int, probes: torch.Tensor | None = None, keep_logprobs: bool = False
 ) -> dict[str, torch.Tensor]:
     """Per-position statistics of the full-vocabulary distribution log_softmax(logits).
 
-    logits: float32 [n, V] (overwritten); targets, probes: long [n].
+    logits: float32 [n, V] (overwritten; with keep_logprobs it holds the log-probs on return);
+    targets, probes: long [n].
     Returns topk_ids [n, k] and topk_logprobs [n, k] (descending), token_logprob [n], token_rank [n]
     (0-based: the number of tokens strictly more likely than the target), entropy [n] in nats, and
     with probes: probe_logprob [n], probe_rank [n].
@@ -144,10 +159,12 @@ def log_softmax_stats(
                 rank[outside] = (z[outside] > tz[outside]).sum(dim=1, dtype=torch.int32)
         out[f"{name}_logprob"] = tz[:, 0] - log_total
         out[f"{name}_rank"] = rank
+    if keep_logprobs:
+        z.sub_(log_total[:, None])
     return out
 
 
-_CASTS = {
+STAT_DTYPES = {
     "topk_ids": np.int32,
     "topk_logprobs": np.float32,
     "token_logprob": np.float32,
@@ -160,13 +177,122 @@ _CASTS = {
 
 def empty_stats(top_k: int, with_probes: bool) -> dict[str, np.ndarray]:
     """The statistics of an empty answer (T = 0)."""
-    out = {k: np.zeros((0, top_k) if k.startswith("topk") else (0,), dtype=v) for k, v in _CASTS.items()}
+    out = {k: np.zeros((0, top_k) if k.startswith("topk") else (0,), dtype=v) for k, v in STAT_DTYPES.items()}
     if not with_probes:
         del out["probe_logprob"], out["probe_rank"]
     return out
 
 
-class Scorer:
+def device_defaults(device: str) -> dict[str, int]:
+    """`batch_tokens` and `head_bytes` for a device: a large budget and output-layer chunk on a GPU;
+    on a CPU small chunks, which stay in its caches."""
+    if str(device).startswith("cuda"):
+        return {"batch_tokens": 16384, "head_bytes": 2 << 30}
+    return {"batch_tokens": 4096, "head_bytes": 32 << 20}
+
+
+def free_accelerator_memory() -> None:
+    """Give the cached memory of dropped tensors back to every GPU (after an out-of-memory error)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):  # a model spread with --device_map uses several
+            with torch.cuda.device(i):
+                torch.cuda.empty_cache()
+
+
+def to_host(parts: dict[str, list[torch.Tensor]], lengths: Sequence[int], casts: dict[str, type]) -> list[dict[str, np.ndarray]]:
+    """Per-chunk device tensors ([n, ...] each, n summing to sum(lengths)) -> one dict of numpy arrays per request.
+
+    One device-to-host copy per key and batch (not per chunk), so the device runs the chunks back to back.
+    """
+    merged = {k: torch.cat(v).cpu().numpy().astype(casts[k], copy=False) for k, v in parts.items()}
+    bounds = np.cumsum([0, *lengths])
+    return [{k: v[bounds[i] : bounds[i + 1]] for k, v in merged.items()} for i in range(len(lengths))]
+
+
+class BatchedScorer:
+    """Length-sorted batches under a token budget, split on out-of-memory, results in request order.
+
+    A subclass defines `_score_batch(requests) -> [stats]`, `_empty(request) -> stats` (T = 0) and
+    `_validate(requests)`; a request has `.length` (the tokens it costs in a padded batch) and `.response_ids`.
+    `batch_tokens` is the budget; it only ever goes down (after an out-of-memory error).
+    """
+
+    batch_tokens: int
+
+    def _score_batch(self, requests: Sequence) -> list[dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    def _empty(self, request) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _validate(self, requests: Sequence) -> None:
+        pass
+
+    def score(
+        self, requests: Sequence, progress: Callable[[int, int], None] | None = None, names: Sequence[str] | None = None
+    ) -> list[dict[str, np.ndarray]]:
+        """Score every request; one dict of numpy arrays per request, in request order.
+
+        progress(examples_done, answer_tokens_done) is called after each batch; names[i] names
+        request i in an error (default: 'request i').
+        """
+        self._validate(requests)
+        results: list[dict[str, np.ndarray] | None] = [None] * len(requests)
+        todo = []
+        for i, r in enumerate(requests):
+            if len(r.response_ids) == 0:
+                results[i] = self._empty(r)
+            else:
+                todo.append(i)
+        if progress and len(todo) < len(requests):
+            progress(len(requests) - len(todo), 0)
+        pending = self._plan(requests, todo)
+        while pending:
+            budget = self.batch_tokens
+            self._score_or_split(pending.pop(0), requests, results, progress, names)
+            if self.batch_tokens < budget and pending:  # re-plan what is left under the lowered budget
+                pending = self._plan(requests, [i for b in pending for i in b])
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    def _plan(self, requests: Sequence, todo: list[int]) -> list[list[int]]:
+        return [[todo[j] for j in b] for b in plan_batches([requests[i].length for i in todo], self.batch_tokens)]
+
+    def _score_or_split(self, idx: list[int], requests: Sequence, results: list, progress, names) -> None:
+        """Score requests[idx] as one batch; on out-of-memory, halve the budget and score the batch's parts
+        under it the same way (recursively). Every example is scored exactly once."""
+        batch = [requests[i] for i in idx]
+        try:
+            stats = self._score_batch(batch)
+        except OOM_ERRORS:
+            stats = None  # handled below, outside the except block, so the error's frames and their tensors are freed
+        if stats is None:
+            self._after_oom(idx, requests, names)  # halves the budget below this batch's cost
+            for part in self._plan(requests, idx):  # so this makes two batches or more
+                self._score_or_split(part, requests, results, progress, names)
+            return
+        for i, st in zip(idx, stats):
+            results[i] = st
+        if progress:
+            progress(len(idx), sum(len(r.response_ids) for r in batch))
+
+    def _after_oom(self, idx: list[int], requests: Sequence, names) -> None:
+        free_accelerator_memory()
+        longest = max(requests[i].length for i in idx)
+        if len(idx) == 1:
+            name = names[idx[0]] if names is not None else f"request {idx[0]}"
+            raise UserError(
+                f"{name}: out of device memory although scored alone ({longest} tokens): spread the model over more GPUs "
+                "(--device_map auto), use a smaller --dtype, or cut this answer"
+            )
+        cost = len(idx) * longest
+        self.batch_tokens = max(1, min(self.batch_tokens, cost // 2))
+        log.warning(f"out of device memory on a batch of {len(idx)} examples ({cost} padded tokens): splitting it; "
+                    f"batch budget now {self.batch_tokens} tokens")
+
+
+class Scorer(BatchedScorer):
     """Scores answers with one model: batched backbone passes, chunked output layer.
 
     model: a Hugging Face causal LM in eval mode (one device, or spread with device_map).
@@ -209,56 +335,35 @@ class Scorer:
         index_device = hidden.device
         return hidden[torch.as_tensor(rows, device=index_device), torch.as_tensor(cols, device=index_device)]
 
+    def ids_tensor(self, requests: Sequence, field: str) -> torch.Tensor | None:
+        """The concatenated `field` ids (response_ids or probe_ids) of a batch: long [N] on the head's device."""
+        if getattr(requests[0], field) is None:
+            return None
+        ids = np.concatenate([np.asarray(getattr(r, field), dtype=np.int64) for r in requests])
+        return torch.as_tensor(ids, device=self.head.device)
+
     @torch.inference_mode()
     def _score_batch(self, requests: Sequence[Request]) -> list[dict[str, np.ndarray]]:
         hidden = self.answer_hidden(requests)
-        dev = self.head.device
-        targets = torch.as_tensor(np.concatenate([np.asarray(r.response_ids, dtype=np.int64) for r in requests]), device=dev)
-        with_probes = requests[0].probe_ids is not None
-        probes = (
-            torch.as_tensor(np.concatenate([np.asarray(r.probe_ids, dtype=np.int64) for r in requests]), device=dev)
-            if with_probes
-            else None
-        )
-        parts: dict[str, list[np.ndarray]] = {}
+        targets, probes = self.ids_tensor(requests, "response_ids"), self.ids_tensor(requests, "probe_ids")
+        parts: dict[str, list[torch.Tensor]] = {}
         for s in range(0, hidden.shape[0], self.chunk):
             e = s + self.chunk
             stats = log_softmax_stats(self.head(hidden[s:e]), targets[s:e], self.top_k, None if probes is None else probes[s:e])
             for k, v in stats.items():
-                parts.setdefault(k, []).append(v.cpu().numpy().astype(_CASTS[k], copy=False))
-        merged = {k: np.concatenate(v) for k, v in parts.items()}
-        bounds = np.cumsum([0] + [len(r.response_ids) for r in requests])
-        return [{k: v[bounds[i] : bounds[i + 1]] for k, v in merged.items()} for i in range(len(requests))]
+                parts.setdefault(k, []).append(v)
+        return to_host(parts, [len(r.response_ids) for r in requests], STAT_DTYPES)
 
-    # -- the public entry ----------------------------------------------------------------------
-    def score(
-        self, requests: Sequence[Request], progress: Callable[[int, int], None] | None = None
-    ) -> list[dict[str, np.ndarray]]:
-        """Score every request; one dict of numpy arrays per request, in request order.
-
-        progress(examples_done, answer_tokens_done) is called after each batch.
-        """
+    def _validate(self, requests: Sequence[Request]) -> None:
         with_probes = bool(requests) and requests[0].probe_ids is not None
-        results: list[dict[str, np.ndarray] | None] = [None] * len(requests)
-        todo = []
-        for i, r in enumerate(requests):
+        for r in requests:
             if len(r.prompt_ids) < 1:
                 raise ValueError("every request needs a prompt of at least one token")
             if (r.probe_ids is not None) != with_probes:
                 raise ValueError("either every request has probe_ids or none has")
-            if len(r.response_ids) == 0:
-                results[i] = empty_stats(self.top_k, with_probes)
-            else:
-                todo.append(i)
-        if progress and len(todo) < len(requests):
-            progress(len(requests) - len(todo), 0)
-        for batch in plan_batches([requests[i].length for i in todo], self.batch_tokens):
-            idx = [todo[j] for j in batch]
-            for i, stats in zip(idx, self._score_batch([requests[i] for i in idx])):
-                results[i] = stats
-            if progress:
-                progress(len(idx), sum(len(requests[i].response_ids) for i in idx))
-        return results  # type: ignore[return-value]
+
+    def _empty(self, request: Request) -> dict[str, np.ndarray]:
+        return empty_stats(self.top_k, request.probe_ids is not None)
 
     @torch.inference_mode()
     def check_head(self, request: Request, max_tokens: int = 32) -> float:

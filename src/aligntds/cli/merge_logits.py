@@ -15,7 +15,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("directory", metavar="DIR", help="the folder above shards/ (the merged file is written here)")
     p.add_argument("pair", metavar="PAIR", help="pair name used in the shard names, e.g. llama2")
-    p.add_argument("mode", metavar="MODE", help="i2i or i2b")
+    p.add_argument("mode", metavar="MODE", help="i2i, i2b or pair")
     return p
 
 

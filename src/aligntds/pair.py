@@ -1,0 +1,162 @@
+"""Exact paired scoring: the aligned and the base model in one process, compared over the whole vocabulary.
+
+At every answer position both models' full next-token distributions are in memory together (a chunk
+of positions at a time, float32 [n, V] each, on one device), so the divergences are exact, not
+approximations from stored top-k lists; full distributions are never copied to the host.
+
+Shapes: B pairs in a batch, N answer positions in it, H hidden size, V vocabulary, k = top_k.
+P = P_aligned (the aligned model on its chat prompt), Q = P_base (the base model on the bare query).
+
+    scorer = PairScorer(aligned_model, base_model, top_k=30, batch_tokens=8192)
+    stats = scorer.score([PairRequest(Request(aligned_prompt_ids, answer_ids), Request(base_prompt_ids, answer_ids))])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+from .scoring import STAT_DTYPES, BatchedScorer, Request, Scorer, empty_stats, log_softmax_stats, to_host
+
+# Log-probs below this (zero probability in float32) are floored, so that a token one model rules out
+# entirely (log-prob -inf) adds a large finite term to a divergence instead of inf or nan.
+LOGPROB_FLOOR = -1e4
+LOG2 = math.log(2)
+
+DIVERGENCES = ("kl_aligned_base", "kl_base_aligned", "js", "tv")
+SIDE_KEYS = ("topk_ids", "topk_logprobs", "token_logprob", "token_rank", "entropy")
+PAIR_CASTS = {
+    **{k: STAT_DTYPES[k] for k in SIDE_KEYS},
+    **{f"base_{k}": STAT_DTYPES[k] for k in SIDE_KEYS},
+    "aligned_rank": np.int32,
+    "aligned_logprob": np.float32,
+    **{k: np.float32 for k in DIVERGENCES},
+}
+
+
+@dataclass
+class PairRequest:
+    """One example for both models: the same answer ids after two different prompts."""
+
+    aligned: Request
+    base: Request
+
+    def __post_init__(self):
+        if list(self.aligned.response_ids) != list(self.base.response_ids):
+            raise ValueError("both sides of a pair must score the same answer ids")
+
+    @property
+    def response_ids(self):
+        return self.aligned.response_ids
+
+    @property
+    def length(self) -> int:
+        """Tokens the pair costs in a padded batch of either model (the longer of its two sequences)."""
+        return max(self.aligned.length, self.base.length)
+
+
+def divergences(lp_p: torch.Tensor, lp_q: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Exact divergences between two full-vocabulary distributions at each of n positions.
+
+    lp_p, lp_q: float32 [n, V] log-probabilities of P (aligned) and Q (base), overwritten (floored at
+    LOGPROB_FLOOR). Returns float32 [n] each, natural log:
+      kl_aligned_base = KL(P||Q) = sum p (log p - log q)
+      kl_base_aligned = KL(Q||P) = sum q (log q - log p)
+      js = JS(P, Q) = (KL(P||M) + KL(Q||M)) / 2, M = (P + Q) / 2, in [0, log 2]
+      tv = sum |p - q| / 2, in [0, 1]
+    With d = log p - log q: log(p / m) = log 2 - softplus(-d) and log(q / m) = log 2 - softplus(d),
+    so JS needs no log of a sum and sums small terms (no cancellation of two numbers near log 2).
+    Rounding can put a value a hair outside its range: values are clamped to it.
+    """
+    lp_p.clamp_(min=LOGPROB_FLOOR)
+    lp_q.clamp_(min=LOGPROB_FLOOR)
+    d = lp_p - lp_q
+    p, q = lp_p.exp_(), lp_q.exp_()  # the log-probs are no longer needed
+    kl_pq = torch.linalg.vecdot(p, d)
+    kl_qp = -torch.linalg.vecdot(q, d)
+    js = torch.linalg.vecdot(p, F.softplus(-d).neg_().add_(LOG2))  # KL(P||M)
+    js += torch.linalg.vecdot(q, F.softplus(d).neg_().add_(LOG2))  # + KL(Q||M)
+    js *= 0.5
+    tv = 0.5 * torch.sub(p, q, out=d).abs_().sum(dim=1)
+    return {
+        "kl_aligned_base": kl_pq.clamp_(min=0),
+        "kl_base_aligned": kl_qp.clamp_(min=0),
+        "js": js.clamp_(0, LOG2),
+        "tv": tv.clamp_(0, 1),
+    }
+
+
+def pair_stats(logits_p: torch.Tensor, logits_q: torch.Tensor, targets: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
+    """Everything a pair record holds at n positions, from both models' logits (float32 [n, V] each,
+    same device, overwritten) and the answer ids (long [n]).
+
+    The aligned side's statistics keep the i2i names, the base side's get a `base_` prefix, the
+    aligned top-1 token's rank and log-prob in the base distribution are `aligned_rank` and
+    `aligned_logprob` (as in i2b), plus the four `divergences`.
+    """
+    out = log_softmax_stats(logits_p, targets, top_k, keep_logprobs=True)
+    base = log_softmax_stats(logits_q, targets, top_k, probes=out["topk_ids"][:, 0], keep_logprobs=True)
+    out["aligned_rank"], out["aligned_logprob"] = base.pop("probe_rank"), base.pop("probe_logprob")
+    out.update({f"base_{k}": v for k, v in base.items()})
+    out.update(divergences(logits_p, logits_q))
+    return out
+
+
+def empty_pair_stats(top_k: int) -> dict[str, np.ndarray]:
+    """The statistics of an empty answer (T = 0)."""
+    side = empty_stats(top_k, with_probes=True)
+    out = {k: side[k] for k in SIDE_KEYS}
+    out.update({f"base_{k}": side[k] for k in SIDE_KEYS})
+    out["aligned_rank"], out["aligned_logprob"] = side["probe_rank"], side["probe_logprob"]
+    out.update({k: np.zeros(0, dtype=np.float32) for k in DIVERGENCES})
+    return out
+
+
+class PairScorer(BatchedScorer):
+    """Scores each answer under both models: each backbone on its own sequences, then both output
+    layers chunk by chunk, everything computed from the two float32 logit chunks on the aligned
+    model's output device.
+
+    The models may live on different devices (the base chunk is moved over); they must have the same
+    number of outputs. head_bytes: memory for one chunk's float32 work (about eight [n, V] buffers).
+    """
+
+    def __init__(self, aligned_model, base_model, top_k: int, batch_tokens: int, head_bytes: int = 32 << 20,
+                 pad_ids: tuple[int, int] = (0, 0)):
+        self.aligned = Scorer(aligned_model, top_k, batch_tokens, head_bytes, pad_ids[0])
+        self.base = Scorer(base_model, top_k, batch_tokens, head_bytes, pad_ids[1])
+        va, vb = self.aligned.head.vocab_size, self.base.head.vocab_size
+        if va != vb:
+            raise UserError(f"the aligned model has {va} outputs, the base model {vb}: the distributions cannot be compared")
+        self.top_k = top_k
+        self.batch_tokens = batch_tokens
+        self.chunk = max(1, head_bytes // (8 * 4 * va))
+        self.device = self.aligned.head.device
+
+    @torch.inference_mode()
+    def _score_batch(self, requests: Sequence[PairRequest]) -> list[dict[str, np.ndarray]]:
+        hidden_p = self.aligned.answer_hidden([r.aligned for r in requests])
+        hidden_q = self.base.answer_hidden([r.base for r in requests])
+        targets = self.aligned.ids_tensor([r.aligned for r in requests], "response_ids")
+        parts: dict[str, list[torch.Tensor]] = {}
+        for s in range(0, hidden_p.shape[0], self.chunk):
+            e = s + self.chunk
+            logits_p = self.aligned.head(hidden_p[s:e])
+            logits_q = self.base.head(hidden_q[s:e]).to(self.device)
+            for k, v in pair_stats(logits_p, logits_q, targets[s:e], self.top_k).items():
+                parts.setdefault(k, []).append(v)
+        return to_host(parts, [len(r.response_ids) for r in requests], PAIR_CASTS)
+
+    def _validate(self, requests: Sequence[PairRequest]) -> None:
+        for r in requests:
+            if len(r.aligned.prompt_ids) < 1 or len(r.base.prompt_ids) < 1:
+                raise ValueError("every request needs prompts of at least one token")
+
+    def _empty(self, request: PairRequest) -> dict[str, np.ndarray]:
+        return empty_pair_stats(self.top_k)
