@@ -14,6 +14,7 @@ import pytest
 from aligntds.cli.compare_pairs import main as compare_pairs
 from aligntds.cli.data_prep import main as data_prep
 from aligntds.cli.generate_html import main as generate_html
+from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.compare import token_overlap
 from aligntds.metrics import shift_class, topk_metrics
 from aligntds.prepare import load_prepared
@@ -247,3 +248,27 @@ def test_token_overlap():
     shared, unique = token_overlap([("a", a), ("b", b)])
     assert [r["token"] for r in shared] == ["Sure", "However"] and shared[0]["counts"] == [5, 1]
     assert [r["token"] for r in unique["a"]] == ["Thank"] and [r["token"] for r in unique["b"]] == ["Hmm"]
+
+
+def test_pair_records_give_exact_divergences(tmp_path, report, pair_llama):
+    """data_prep on one --mode pair file: the same classes as the i2i + i2b route, and the exact KL in the summary."""
+    data = report["root"] / "data.json"
+    assert logit_analysis(["--data_file", str(data), "--logits_folder", str(tmp_path / "shards"), "--pair", "r", "--mode", "pair",
+                           "--aligned_model", str(pair_llama["aligned"]), "--base_model", str(pair_llama["base"]),
+                           "--enable_template"]) == 0
+    pair_file = tmp_path / "shards" / "r-pair.[0:4].pkl"
+    assert data_prep(["r", str(pair_file), "--out", str(tmp_path / "p.pkl")]) == 0
+    prep, routed = load_prepared(tmp_path / "p.pkl"), load_prepared(report["prepared"])
+    assert prep["source"] == "pair" and prep["kl"] == "exact"
+    records = load_records(pair_file)
+    for ex, other, rec in zip(prep["examples"], routed["examples"], records):
+        np.testing.assert_array_equal(ex["cls"], other["cls"])
+        np.testing.assert_array_equal(ex["exact"]["kl_base_aligned"], rec["kl_base_aligned"])
+        assert ex["query"] == other["query"]
+    s = json.loads((tmp_path / "p.summary.json").read_text())
+    assert s["kl"] == "exact"
+    first = [ex["exact"]["kl_base_aligned"][0] for ex in prep["examples"] if len(ex["cls"])]
+    assert s["by_position"]["absolute"][0]["mean_kl"] == pytest.approx(float(np.mean(first)), rel=1e-5)
+    assert generate_html(["r", "--data", str(tmp_path / "p.pkl"), "--out", str(tmp_path / "h")]) == 0
+    page = (tmp_path / "h" / "1.html").read_text()
+    assert '"kl_base_aligned"' in page and "KL(base" in (tmp_path / "h" / "summary.html").read_text()
