@@ -10,11 +10,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from aligntds.tiny import save_pair_member, tiny_model, train_tokenizer
+# Idle OpenMP threads sleep instead of spinning. On a CPU that other jobs share, spinning threads fight them
+# for the cores and torch runs several times slower (measured: 1.3-1.8 s per training step instead of 0.3).
+# libgomp reads this when torch is first imported, just below.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from aligntds.tiny import save_pair_member, tiny_model, train_tokenizer  # noqa: E402
 
 CORPUS = [
     "The cat sat on the mat and looked at the garden.",
