@@ -1,0 +1,142 @@
+"""What a merged i2b file says, in a few numbers: class ratios, where the shifted tokens are, how early.
+
+Classes, by the base rank of the aligned model's top-1 token (`aligned_rank`): 0 unshifted, 1-2 marginal,
+>= 3 shifted. With a list of planted style phrases (the demo pair's `style.json`), each answer position is
+also one of:
+
+- **style**: the position's answer token overlaps (ignoring its surrounding whitespace) a character span
+  where a planted phrase occurs in the answer text;
+- **content**: any other token with a letter or digit in it (a word of the answer's content);
+- **other**: the rest: punctuation and whitespace outside the phrases, and special tokens (the EOS).
+
+The position's token is the answer's token there (`response_ids`), which for greedy answers is the
+aligned model's top-1. Character spans come from decoding the answer ids token by token, so they are
+the spans of exactly the tokens that were scored.
+
+    python scripts/demo_findings.py saved_logits/demo/demo_tp/demo-i2b.pkl --style models/demo/style.json
+
+    from aligntds.findings import summarize
+    summary = summarize(load_records(path), tokenizer, phrases)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Sequence
+
+import numpy as np
+
+CLASSES = ("unshifted", "marginal", "shifted")
+KINDS = ("style", "content", "other")
+
+
+def shift_class(aligned_rank: np.ndarray) -> np.ndarray:
+    """int8 [T]: 0 unshifted (rank 0), 1 marginal (rank 1-2), 2 shifted (rank >= 3)."""
+    r = np.asarray(aligned_rank)
+    return np.where(r == 0, 0, np.where(r <= 2, 1, 2)).astype(np.int8)
+
+
+def token_spans(tokenizer, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
+    """The decoded text of `ids` and each token's [start, end) character span in it.
+
+    Tokens are decoded one at a time; where that does not add up to the whole text (a character split
+    across byte-level tokens), the span ends come from decoding growing prefixes instead.
+    """
+    kw = dict(skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    text = tokenizer.decode(list(ids), **kw)
+    pieces = [tokenizer.decode([int(i)], **kw) for i in ids]
+    if "".join(pieces) == text:
+        ends = np.cumsum([len(p) for p in pieces]).tolist()
+    else:
+        ends, longest = [], 0
+        for t in range(len(ids)):
+            longest = max(longest, len(tokenizer.decode(list(ids[: t + 1]), **kw)))
+            ends.append(longest)
+    starts = [0, *ends[:-1]]
+    return text, list(zip(starts, ends))
+
+
+def phrase_spans(text: str, phrases: Sequence[str]) -> list[tuple[int, int]]:
+    """Non-overlapping [start, end) spans of every occurrence of the phrases in `text` (longer phrases first)."""
+    spans: list[tuple[int, int]] = []
+    for phrase in sorted(set(p for p in phrases if p), key=len, reverse=True):
+        at = text.find(phrase)
+        while at >= 0:
+            end = at + len(phrase)
+            if all(end <= s or at >= e for s, e in spans):
+                spans.append((at, end))
+            at = text.find(phrase, at + 1)
+    return sorted(spans)
+
+
+def position_kinds(tokenizer, ids: Sequence[int], phrases: Sequence[str]) -> np.ndarray:
+    """int8 [T]: 0 style, 1 content, 2 other, for each answer token (see the module docstring)."""
+    text, spans = token_spans(tokenizer, ids)
+    styled = phrase_spans(text, phrases)
+    special = set(tokenizer.all_special_ids)
+    kinds = np.full(len(ids), 2, dtype=np.int8)
+    for t, (s, e) in enumerate(spans):
+        if int(ids[t]) in special:
+            continue
+        piece = text[s:e]
+        s2 = s + (len(piece) - len(piece.lstrip()))
+        e2 = e - (len(piece) - len(piece.rstrip()))
+        if s2 < e2 and any(s2 < pe and e2 > ps for ps, pe in styled):
+            kinds[t] = 0
+        elif any(c.isalnum() for c in piece):
+            kinds[t] = 1
+    return kinds
+
+
+def _rate(num: int, den: int) -> float:
+    return num / den if den else float("nan")
+
+
+def summarize(i2b_records: Sequence[dict], tokenizer, phrases: Sequence[str] = (), early: float = 0.2, top: int = 10) -> dict:
+    """Figures of one i2b run (see the module docstring for the classes and kinds).
+
+    `early`: the first ceil(early * T) positions of each answer are "early"; the shifted rate there is
+    compared with the rest's.
+    """
+    cls, kind, is_early, shifted_tokens = [], [], [], Counter()
+    for rec in i2b_records:
+        ids = [int(i) for i in rec["response_ids"]]
+        if not ids:
+            continue
+        c = shift_class(rec["aligned_rank"])
+        cls.append(c)
+        kind.append(position_kinds(tokenizer, ids, phrases))
+        n_early = math.ceil(early * len(ids))
+        is_early.append(np.arange(len(ids)) < n_early)
+        for t in np.flatnonzero(c == 2):
+            shifted_tokens[tokenizer.decode([ids[t]], skip_special_tokens=False)] += 1
+    c = np.concatenate(cls) if cls else np.zeros(0, np.int8)
+    k = np.concatenate(kind) if kind else np.zeros(0, np.int8)
+    e = np.concatenate(is_early) if is_early else np.zeros(0, bool)
+    n, shifted = len(c), c == 2
+    out = {"answers": len(cls), "positions": n, "early": early}
+    out.update({name: _rate(int((c == i).sum()), n) for i, name in enumerate(CLASSES)})
+    out.update({f"{name}_positions": int((k == i).sum()) for i, name in enumerate(KINDS)})
+    out["style_share_of_shifted"] = _rate(int((shifted & (k == 0)).sum()), int(shifted.sum()))
+    out["content_unshifted"] = _rate(int(((c == 0) & (k == 1)).sum()), int((k == 1).sum()))
+    out["style_shifted"] = _rate(int((shifted & (k == 0)).sum()), int((k == 0).sum()))
+    out["early_shifted"] = _rate(int((shifted & e).sum()), int(e.sum()))
+    out["late_shifted"] = _rate(int((shifted & ~e).sum()), int((~e).sum()))
+    out["top_shifted_tokens"] = shifted_tokens.most_common(top)
+    return out
+
+
+def format_summary(s: dict) -> str:
+    """A few lines for a terminal."""
+    pct = lambda x: "n/a" if x != x else f"{100 * x:.1f}%"  # noqa: E731  (x != x: NaN)
+    lines = [
+        f"{s['answers']} answers, {s['positions']} positions: unshifted {pct(s['unshifted'])}, "
+        f"marginal {pct(s['marginal'])}, shifted {pct(s['shifted'])}",
+        f"positions: {s['style_positions']} style, {s['content_positions']} content, {s['other_positions']} other; "
+        f"style share of shifted {pct(s['style_share_of_shifted'])}, content unshifted {pct(s['content_unshifted'])}",
+        f"shifted in the first {100 * s['early']:.0f}% of each answer's positions {pct(s['early_shifted'])}, "
+        f"in the rest {pct(s['late_shifted'])}",
+        "most shifted tokens: " + ", ".join(f"{t!r} {n}" for t, n in s["top_shifted_tokens"]),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,224 @@
+"""Answer generation: the aligned model's greedy answers to instructions, in the data format the pipeline reads.
+
+Each instruction (`pure_input`, or `instruction`) is formatted with the model's chat template
+(`apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)`), encoded exactly as
+`logit_analysis --mode i2i` encodes an `input` (`aligntds.prompts.encode_prompt`: no double BOS), and
+answered greedily with the KV cache, a batch of left-padded prompts at a time (longest first, order
+restored). An answer keeps the EOS token's text (`</s>`) when the model stopped on it, so teacher forcing
+later sees the same tokens; everything after the first EOS is dropped.
+
+    python src/generate_outputs.py --pair demo --data_file data/demo/instructions.json \
+        --output_file data/demo/demo-aligned.json --max_new_tokens 160 --batch_size 32
+    python src/generate_outputs.py --model path/or/hub-id --data_file x.jsonl --output_file out.json --start 0 --end 100
+
+Output: a JSON list of `{"id", "pure_input", "input", "output": [answer], "generator", ...}` (other fields of
+the instruction are kept), written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from . import models
+from .analysis import data_slice
+from .data import _read_json_or_jsonl
+from .errors import UserError
+from .prompts import encode_answer, encode_prompt, leading_specials
+from .store import atomic_write_bytes
+
+log = logging.getLogger("aligntds")
+
+QUERY_FIELDS = ("pure_input", "instruction")
+
+
+@dataclass
+class GenOptions:
+    """The flags of `src/generate_outputs.py` (see its --help)."""
+
+    data_file: str
+    output_file: str
+    pair: str = "demo"
+    model: str | None = None
+    max_new_tokens: int = 256
+    batch_size: int = 16
+    start: int = 0
+    end: int | None = None
+    dtype: str = "auto"
+    device: str | None = None
+    trust_remote_code: bool = False
+
+
+def load_instructions(path: str | Path) -> list[dict]:
+    """Instructions from a JSON list or JSONL: objects with `pure_input` or `instruction` (a non-empty string).
+
+    Returns copies with `pure_input` set; `id` defaults to the example's position in the file.
+    """
+    path = Path(path)
+    items = _read_json_or_jsonl(path)
+    if not isinstance(items, list):
+        raise UserError(f"{path}: expected a JSON list of instructions (or JSONL), found {type(items).__name__}")
+    out = []
+    for i, item in enumerate(items):
+        where = f"{path}: example {i}"
+        if not isinstance(item, dict):
+            raise UserError(f"{where} is a {type(item).__name__}, not an object")
+        field = next((f for f in QUERY_FIELDS if f in item), None)
+        if field is None:
+            raise UserError(f"{where} (id={item.get('id', i)}) has no field 'pure_input' or 'instruction'")
+        query = item[field]
+        if not isinstance(query, str) or not query.strip():
+            raise UserError(f"{where} (id={item.get('id', i)}): field '{field}' must be a non-empty string")
+        out.append({**item, "id": item.get("id", i), "pure_input": query})
+    return out
+
+
+def chat_prompt(tokenizer, query: str, model_name: str = "the model") -> str:
+    """The query in the tokenizer's chat template, ready for the answer (the generation prompt added)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(f"the tokenizer of {model_name} has no chat template: cannot format instructions")
+    try:
+        return tokenizer.apply_chat_template([{"role": "user", "content": query}], tokenize=False, add_generation_prompt=True)
+    except Exception as e:  # a broken template raises jinja2 errors of many kinds
+        raise UserError(f"the chat template of {model_name} fails: {type(e).__name__}: {e}") from None
+
+
+def cut_at_eos(ids: Sequence[int], eos_ids: set[int]) -> list[int]:
+    """`ids` up to and including the first EOS (generate pads finished rows after it)."""
+    out = []
+    for i in ids:
+        out.append(int(i))
+        if i in eos_ids:
+            break
+    return out
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids, attention_mask: int64 [B, L], prompts right-aligned (padding on the left)."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, p in enumerate(prompts):
+        ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        mask[row, width - len(p) :] = 1
+    return ids, mask
+
+
+def eos_ids_of(tokenizer, model) -> set[int]:
+    """Every token id that ends an answer: the tokenizer's EOS and the model's generation config's."""
+    ids = set()
+    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, (list, tuple)):
+            ids.update(int(x) for x in source)
+    return ids
+
+
+@torch.no_grad()
+def greedy_generate(
+    model,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: Sequence[int],
+    batch_size: int,
+    pad_id: int,
+    eos_ids: set[int],
+    progress: Callable[[int], None] | None = None,
+) -> list[list[int]]:
+    """Greedy answer ids of each prompt (KV cache, left-padded batches, longest prompts first).
+
+    prompts: [N] lists of prompt ids; max_new_tokens: [N] budget of each. Returns [N] lists of new ids,
+    cut after the first EOS and to the example's budget, in the order given.
+    """
+    from transformers import GenerationConfig
+
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    for b in range(0, len(order), batch_size):
+        batch = order[b : b + batch_size]
+        ids, mask = left_pad([prompts[i] for i in batch], pad_id)
+        budget = max(max_new_tokens[i] for i in batch)
+        if budget > 0:
+            cfg = GenerationConfig(
+                max_new_tokens=budget, do_sample=False, num_beams=1, use_cache=True,
+                pad_token_id=pad_id, eos_token_id=sorted(eos_ids) or None,
+            )
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=cfg)
+            new = gen[:, ids.shape[1] :].tolist()
+        else:
+            new = [[] for _ in batch]
+        for row, i in enumerate(batch):
+            out[i] = cut_at_eos(new[row][: max_new_tokens[i]], eos_ids)
+        if progress:
+            progress(len(batch))
+    return out
+
+
+def token_budgets(prompts: Sequence[Sequence[int]], max_new_tokens: int, context: int | None, names: Sequence[str]) -> list[int]:
+    """Each example's answer budget: --max_new_tokens, less where prompt + answer would pass the model's context.
+
+    A prompt that alone fills the context is refused, naming its example (`names[n]`).
+    """
+    budgets = []
+    for p, name in zip(prompts, names):
+        if context is not None and len(p) >= context:
+            raise UserError(f"{name}: the prompt alone has {len(p)} tokens, the model's context is {context}")
+        budgets.append(max_new_tokens if context is None else min(max_new_tokens, context - len(p)))
+    capped = sum(1 for b in budgets if b < max_new_tokens)
+    if capped:
+        log.warning(f"{capped} prompts leave less than --max_new_tokens={max_new_tokens} tokens of context: their answers are capped")
+    return budgets
+
+
+def run(opts: GenOptions) -> Path:
+    """Generate answers for instructions [start, end) and write them to `output_file`; returns its path."""
+    if opts.max_new_tokens < 1:
+        raise UserError(f"--max_new_tokens must be >= 1, got {opts.max_new_tokens}")
+    if opts.batch_size < 1:
+        raise UserError(f"--batch_size must be >= 1, got {opts.batch_size}")
+    items = load_instructions(opts.data_file)
+    start, end = data_slice(opts.start, opts.end, len(items))
+    items = items[start:end]
+    _, model_name = models.resolve_pair(opts.pair, None, opts.model)
+    if model_name is None:
+        raise UserError(f"--pair {opts.pair!r} is not a preset ({', '.join(models.PAIRS)}): give --model")
+    device = models.resolve_device(opts.device)
+    dtype = models.resolve_dtype(opts.dtype, device)
+    tok = models.load_tokenizer(model_name, opts.trust_remote_code)
+    inputs = [chat_prompt(tok, item["pure_input"], model_name) for item in items]
+    model = models.load_model(model_name, dtype, device, trust_remote_code=opts.trust_remote_code)
+
+    leading = leading_specials(tok)
+    prompts = [encode_prompt(tok, text, leading) for text in inputs]
+    names = [f"{opts.data_file}: example {start + n} (id={item['id']})" for n, item in enumerate(items)]
+    budgets = token_budgets(prompts, opts.max_new_tokens, models.context_length(model), names)
+    eos_ids = eos_ids_of(tok, model)
+    pad_id = next((i for i in (tok.pad_token_id, *sorted(eos_ids)) if i is not None), 0)
+
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(items), desc="generate", unit="ex", dynamic_ncols=True) as bar:
+        answers_ids = greedy_generate(model, prompts, budgets, opts.batch_size, pad_id, eos_ids, bar.update)
+    results = []
+    n_stopped = n_mismatch = 0
+    for item, text, ids in zip(items, inputs, answers_ids):
+        answer = tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        n_stopped += bool(ids) and ids[-1] in eos_ids
+        n_mismatch += encode_answer(tok, answer) != ids
+        extra = {k: v for k, v in item.items() if k not in ("id", "pure_input", "input", "output", "generator")}
+        results.append({"id": item["id"], "pure_input": item["pure_input"], "input": text, "output": [answer],
+                        "generator": model_name, **extra})
+    out = Path(opts.output_file)
+    atomic_write_bytes(out, (json.dumps(results, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    n_tokens = sum(len(ids) for ids in answers_ids)
+    log.info(f"wrote {out}: {len(results)} answers, {n_tokens} tokens, {n_stopped} stopped on EOS, "
+             f"{len(results) - n_stopped} hit --max_new_tokens")
+    log.info(f"{n_mismatch} of {len(results)} answers do not re-encode to the generated ids"
+             + (" (their differing positions will show as greedy mismatches in i2i)" if n_mismatch else ""))
+    return out

@@ -1,0 +1,205 @@
+"""generate_outputs end to end through its `main([...])`, against a slow greedy loop written here (the oracle).
+
+The model is a tiny Llama with a Llama-2-like chat template (its output starts with the BOS string). Its
+EOS output row is a scaled copy of a token's row, so it stops on EOS after some answers' first tokens and
+runs to --max_new_tokens on others: both cases are exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from aligntds.cli.generate_outputs import main as generate
+from aligntds.cli.logit_analysis import main as logit_analysis
+from aligntds.prompts import encode_answer, encode_prompt
+from aligntds.store import load_records
+from aligntds.tiny import save_pair_member, tiny_model, train_tokenizer
+from conftest import CORPUS
+from test_pipeline import one_error_line
+
+REPO = Path(__file__).resolve().parents[1]
+LLAMA2_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}{{ bos_token }}[INST] {{ m['content'] }} [/INST]"
+    "{% else %} {{ m['content'] }} {{ eos_token }}{% endif %}{% endfor %}"
+)
+QUERIES = ["What is the capital of France?", "Hi", "Tell me about cats and the garden and the mat.", "Water?",
+           "How do I bake bread with flour, water and salt?", "Is Rome in Italy?", "Say nothing at all, please.", "Why?"]
+MAX_NEW = 24
+
+
+@torch.no_grad()
+def reference_greedy(model, prompt_ids: list[int], max_new: int, eos: int) -> list[int]:
+    """Greedy decoding the slow, obvious way: the whole sequence through the model for every new token, no cache."""
+    ids, out = list(prompt_ids), []
+    for _ in range(max_new):
+        nxt = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+        out.append(nxt)
+        ids.append(nxt)
+        if nxt == eos:
+            break
+    return out
+
+
+def template_ids(tok, query: str) -> list[int]:
+    """The chat prompt tokenized by the tokenizer itself (an independent path from encode_prompt)."""
+    return list(tok.apply_chat_template([{"role": "user", "content": query}], add_generation_prompt=True)["input_ids"])
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory):
+    """(folder, tokenizer, model, oracle answers ids): a tiny chat model that stops on EOS for some queries only."""
+    tok = train_tokenizer(CORPUS, vocab_size=400, chat_template=LLAMA2_TEMPLATE)
+    model = tiny_model("llama", len(tok), seed=0)
+    prompts = [template_ids(tok, q) for q in QUERIES]
+    plain = [reference_greedy(model, p, MAX_NEW, tok.eos_token_id) for p in prompts]
+    # A token generated in some answers (after their first 4 tokens) but not all: EOS now wins wherever it would.
+    seen = [set(a[4:]) for a in plain]
+    stop = next(t for t in sorted(set().union(*seen)) if 2 <= sum(t in s for s in seen) <= len(QUERIES) - 2)
+    with torch.no_grad():
+        model.lm_head.weight[tok.eos_token_id] = 1.2 * model.lm_head.weight[stop]
+    oracle = [reference_greedy(model, p, MAX_NEW, tok.eos_token_id) for p in prompts]
+    stopped = [a[-1] == tok.eos_token_id for a in oracle]
+    assert 2 <= sum(stopped) <= len(QUERIES) - 2, stopped  # the premise: both kinds of answers occur
+    folder = save_pair_member(tmp_path_factory.mktemp("chat") / "aligned", model, tok)
+    return folder, tok, model, oracle
+
+
+def write_instructions(path: Path, rows) -> Path:
+    path.write_text(json.dumps(rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def instructions(tmp_path_factory) -> Path:
+    rows = [{"id": f"q{i}", "pure_input": q, "category": "test"} for i, q in enumerate(QUERIES)]
+    return write_instructions(tmp_path_factory.mktemp("instr") / "instructions.json", rows)
+
+
+def run_generate(data, out, model, *extra) -> int:
+    return generate(["--data_file", str(data), "--output_file", str(out), "--model", str(model),
+                     "--max_new_tokens", str(MAX_NEW), *extra])
+
+
+def test_batched_answers_equal_the_slow_greedy_loop(tmp_path, chat_model, instructions, capsys):
+    folder, tok, _, oracle = chat_model
+    outputs = {}
+    for bs in (1, 3, 8):
+        assert run_generate(instructions, tmp_path / f"b{bs}.json", folder, "--batch_size", str(bs)) == 0
+        outputs[bs] = json.loads((tmp_path / f"b{bs}.json").read_text())
+    assert outputs[1] == outputs[3] == outputs[8]  # batch composition does not change answers
+    items = outputs[3]
+    assert [x["id"] for x in items] == [f"q{i}" for i in range(len(QUERIES))]
+    for item, q, ids in zip(items, QUERIES, oracle):
+        assert item["pure_input"] == q and item["category"] == "test" and item["generator"] == str(folder)
+        answer = item["output"][0]
+        assert answer == tok.decode(ids, skip_special_tokens=False)
+        if ids[-1] == tok.eos_token_id:
+            assert answer.endswith("</s>") and answer.count("</s>") == 1  # EOS text kept, nothing after it
+        else:
+            assert len(ids) == MAX_NEW and "</s>" not in answer
+        # The `input` field re-creates the prompt the answer was generated from: one BOS, then the template.
+        assert item["input"].startswith("<s>[INST]")
+        assert encode_prompt(tok, item["input"]) == template_ids(tok, q)
+    mismatched = sum(encode_answer(tok, x["output"][0]) != ids for x, ids in zip(items, oracle))
+    assert f"{mismatched} of {len(QUERIES)} answers do not re-encode to the generated ids" in capsys.readouterr().err
+
+
+def test_teacher_forcing_sees_the_generated_tokens(tmp_path, chat_model, instructions):
+    """i2i on the generated file: up to where an answer's re-encoding first differs from the generated ids (this
+    random model emits bytes that BPE merges differently), each answer token is the model's top-1 there."""
+    folder, tok, _, oracle = chat_model
+    assert run_generate(instructions, tmp_path / "answers.json", folder, "--batch_size", "4") == 0
+    assert logit_analysis(["--data_file", str(tmp_path / "answers.json"), "--logits_folder", str(tmp_path / "s"),
+                           "--pair", "t", "--mode", "i2i", "--aligned_model", str(folder)]) == 0
+    records = load_records(tmp_path / "s" / f"t-i2i.[0:{len(QUERIES)}].pkl")
+    checked = 0
+    for rec, ids in zip(records, oracle):
+        assert rec["prompt_ids"].tolist() == template_ids(tok, QUERIES[rec["index"]])
+        got = rec["response_ids"].tolist()
+        same = next((t for t, (a, b) in enumerate(zip(got, ids)) if a != b), min(len(got), len(ids)))
+        assert (rec["token_rank"][:same] == 0).all()
+        checked += same
+    assert checked >= 2 * len(QUERIES)
+
+
+def test_jsonl_instruction_field_and_slices(tmp_path, chat_model):
+    folder, _, _, _ = chat_model
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"instruction": q}) + "\n" for q in QUERIES))
+    assert run_generate(data, tmp_path / "all.json", folder) == 0
+    assert run_generate(data, tmp_path / "part.json", folder, "--start", "2", "--end", "5") == 0
+    whole = json.loads((tmp_path / "all.json").read_text())
+    part = json.loads((tmp_path / "part.json").read_text())
+    assert [x["id"] for x in whole] == list(range(len(QUERIES)))  # ids default to the position in the file
+    assert part == whole[2:5]
+    assert whole[0]["pure_input"] == QUERIES[0] and whole[0]["instruction"] == QUERIES[0]
+
+
+# -- bad input: one line naming the file or example, exit status 2 --------------------------------------------
+
+def test_bad_instruction_files(tmp_path, chat_model, capsys):
+    folder = chat_model[0]
+    out = tmp_path / "out.json"
+    assert run_generate(tmp_path / "missing.json", out, folder) == 2
+    one_error_line(capsys, "missing.json", "not found")
+    bad = tmp_path / "bad.json"
+    for content, fragments in [
+        ('[{"pure_input": "x"},', ("bad.json", "invalid JSON")),
+        ('{"pure_input": "x"}\n{oops\n', ("bad.json", "line 2")),
+        (json.dumps([{"pure_input": "x"}, {"id": "b", "query": "y"}]), ("bad.json", "example 1", "id=b", "'pure_input' or 'instruction'")),
+        (json.dumps([{"pure_input": 3}]), ("example 0", "'pure_input'", "non-empty string")),
+        (json.dumps([{"instruction": "  "}]), ("example 0", "'instruction'", "non-empty string")),
+        (json.dumps(["just a string"]), ("example 0", "not an object")),
+    ]:
+        bad.write_text(content)
+        assert run_generate(bad, out, folder) == 2, content
+        one_error_line(capsys, *fragments)
+    assert not out.exists()
+
+
+def test_bad_models_and_flags(tmp_path, chat_model, instructions, capsys):
+    out = tmp_path / "out.json"
+    plain_tok = train_tokenizer(CORPUS, vocab_size=400)  # no chat template
+    plain = save_pair_member(tmp_path / "plain", tiny_model("llama", len(plain_tok), seed=0), plain_tok)
+    assert run_generate(instructions, out, plain) == 2
+    one_error_line(capsys, str(plain), "no chat template")
+    assert run_generate(instructions, out, tmp_path / "nowhere") == 2
+    one_error_line(capsys, "cannot load tokenizer", "nowhere")
+    assert generate(["--data_file", str(instructions), "--output_file", str(out), "--pair", "nope"]) == 2
+    one_error_line(capsys, "'nope' is not a preset", "--model")
+    assert run_generate(instructions, out, chat_model[0], "--max_new_tokens", "0") == 2
+    one_error_line(capsys, "--max_new_tokens")
+    assert run_generate(instructions, out, chat_model[0], "--batch_size", "0") == 2
+    one_error_line(capsys, "--batch_size")
+    assert run_generate(instructions, out, chat_model[0], "--start", "5", "--end", "2") == 2
+    one_error_line(capsys, "--end (2) is before --start (5)")
+    assert not out.exists()
+
+
+def test_answers_capped_to_the_context(tmp_path, chat_model, instructions, capsys):
+    _, tok, _, _ = chat_model
+    context = max(len(template_ids(tok, q)) for q in QUERIES) + 3
+    model = tiny_model("llama", len(tok), seed=0, max_position_embeddings=context)
+    short = save_pair_member(tmp_path / "short", model, tok)
+    assert run_generate(instructions, tmp_path / "a.json", short, "--batch_size", "8") == 0
+    assert "prompts leave less than --max_new_tokens=24 tokens of context" in capsys.readouterr().err
+    for item, q in zip(json.loads((tmp_path / "a.json").read_text()), QUERIES):
+        prompt = template_ids(tok, q)
+        want = reference_greedy(model, prompt, min(MAX_NEW, context - len(prompt)), tok.eos_token_id)
+        assert item["output"][0] == tok.decode(want, skip_special_tokens=False)
+    tiny = save_pair_member(tmp_path / "tiny", tiny_model("llama", len(tok), seed=0, max_position_embeddings=8), tok)
+    assert run_generate(instructions, tmp_path / "b.json", tiny) == 2
+    one_error_line(capsys, "instructions.json: example 0 (id=q0)", "the prompt alone has", "context is 8")
+
+
+def test_script_runs_as_a_command(tmp_path):
+    """The thin entry point, as users run it: a mistake is one line and exit status 2, never a traceback."""
+    bad = subprocess.run([sys.executable, str(REPO / "src/generate_outputs.py"), "--data_file", str(tmp_path / "x.json"),
+                          "--output_file", str(tmp_path / "b.json"), "--model", "m"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'x.json'}: data file not found"]
