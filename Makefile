@@ -1,4 +1,5 @@
 # Set-up and the main jobs. Every target installs what it needs into .venv first.
+#   make demo    the whole pipeline on the embedded demo pair: docs/demo_justeval/index.html
 #   make test    the test suite (installs Debian's chromium for the browser tests when missing)
 #   make bench   the CPU benchmark (reference loop vs batched path)
 #   make bench-gpu   the GPU benchmark (Llama-2-7B shape, bfloat16, 1000 answers; needs a CUDA build of torch)
@@ -6,21 +7,29 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+RUNTIME := $(VENV)/.installed
+DEV     := $(VENV)/.installed-dev
 
-.PHONY: install chromium test bench bench-gpu clean
+.PHONY: install demo chromium test bench bench-gpu clean
 
-install: $(STAMP)
+install: $(RUNTIME)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(RUNTIME): requirements.txt
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(DEV): $(RUNTIME) requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
+
+demo: $(RUNTIME)
+	PYTHON=$(BIN)/python scripts/demo.sh
 
 chromium:
 	scripts/install_chromium.sh
 
-test: install chromium
+test: $(DEV) chromium
 	$(BIN)/python -m pytest
 
 bench: install

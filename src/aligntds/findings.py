@@ -27,14 +27,10 @@ from typing import Sequence
 
 import numpy as np
 
-CLASSES = ("unshifted", "marginal", "shifted")
+from .metrics import CLASS_NAMES as CLASSES
+from .metrics import shift_class
+
 KINDS = ("style", "content", "other")
-
-
-def shift_class(aligned_rank: np.ndarray) -> np.ndarray:
-    """int8 [T]: 0 unshifted (rank 0), 1 marginal (rank 1-2), 2 shifted (rank >= 3)."""
-    r = np.asarray(aligned_rank)
-    return np.where(r == 0, 0, np.where(r <= 2, 1, 2)).astype(np.int8)
 
 
 def token_spans(tokenizer, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:

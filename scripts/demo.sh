@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole pipeline on the embedded demo pair (`make demo` runs this after installing .venv):
+#   1. build the demo pair, or reuse it (models/demo: a small Llama base and its aligned version with
+#      planted style), and write the demo instructions (data/demo/instructions.json);
+#   2. answer them greedily with the aligned model (data/demo/demo-aligned.json);
+#   3. i2i and i2b in two shards each, with the README's loop over "GPUs" (scripts/run_shards.sh), merged;
+#   4. data_prep (summary printed) and generate_html: docs/demo_justeval/index.html.
+# Whatever is already built and current is reused, so a second run takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-.venv/bin/python}
+export PYTHON
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # idle threads sleep: much faster on shared cores
+data=data/demo/demo-aligned.json
+logits=saved_logits/just_eval
+
+"$PYTHON" scripts/build_demo_pair.py
+if [ ! -s "$data" ] || [ "$data" -ot models/demo/stamp.json ] || [ "$data" -ot data/demo/instructions.json ]; then
+    "$PYTHON" src/generate_outputs.py --pair demo --data_file data/demo/instructions.json --output_file "$data" \
+        --max_new_tokens 160 --batch_size 32
+fi
+if [ -e "$logits/demo_tp/demo-i2b.pkl" ] && [ "$data" -nt "$logits/demo_tp/demo-i2b.pkl" ]; then
+    rm -rf "$logits/demo" "$logits/demo_tp"  # records of earlier answers
+fi
+# Two processes of one CPU thread each stand in for two GPUs.
+OMP_NUM_THREADS=1 scripts/run_shards.sh 2 demo "$data"
+"$PYTHON" src/demo/data_prep.py demo "$logits/demo/demo-i2i.pkl" "$logits/demo_tp/demo-i2b.pkl"
+"$PYTHON" src/demo/generate_html.py demo
+"$PYTHON" scripts/demo_findings.py "$logits/demo_tp/demo-i2b.pkl"
+echo
+echo "Pages: $(pwd)/docs/demo_justeval/index.html"
