@@ -4,8 +4,9 @@
 #      planted style), and write the demo instructions (data/demo/instructions.json);
 #   2. answer them greedily with the aligned model (data/demo/demo-aligned.json);
 #   3. i2i and i2b in two shards each, with the README's loop over "GPUs" (scripts/run_shards.sh), merged;
-#   4. data_prep (summary printed) and generate_html: docs/demo_justeval/index.html.
-# Whatever is already built and current is reused, so a second run takes seconds.
+#   4. data_prep (prints the summary) and generate_html: docs/demo_justeval/index.html;
+#   5. the demo's findings: class counts and ratios, most shifted tokens, style vs content, early shift.
+# A step whose output is newer than its inputs is skipped, so a second run takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,19 +15,29 @@ export PYTHON
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # idle threads sleep: much faster on shared cores
 data=data/demo/demo-aligned.json
 logits=saved_logits/just_eval
+i2b=$logits/demo_tp/demo-i2b.pkl
+prepared=saved_logits/prepared/just_eval+demo.pkl
+
+fresh() {  # fresh OUT IN...: OUT exists and is newer than every IN
+    local out=$1
+    shift
+    [ -e "$out" ] || return 1
+    for f in "$@"; do [ "$out" -nt "$f" ] || return 1; done
+}
 
 "$PYTHON" scripts/build_demo_pair.py
-if [ ! -s "$data" ] || [ "$data" -ot models/demo/stamp.json ] || [ "$data" -ot data/demo/instructions.json ]; then
+if ! fresh "$data" models/demo/stamp.json data/demo/instructions.json; then
     "$PYTHON" src/generate_outputs.py --pair demo --data_file data/demo/instructions.json --output_file "$data" \
         --max_new_tokens 160 --batch_size 32
 fi
-if [ -e "$logits/demo_tp/demo-i2b.pkl" ] && [ "$data" -nt "$logits/demo_tp/demo-i2b.pkl" ]; then
+if ! fresh "$i2b" "$data"; then
     rm -rf "$logits/demo" "$logits/demo_tp"  # records of earlier answers
+    # Two processes of one CPU thread each stand in for two GPUs.
+    OMP_NUM_THREADS=1 scripts/run_shards.sh 2 demo "$data"
 fi
-# Two processes of one CPU thread each stand in for two GPUs.
-OMP_NUM_THREADS=1 scripts/run_shards.sh 2 demo "$data"
-"$PYTHON" src/demo/data_prep.py demo "$logits/demo/demo-i2i.pkl" "$logits/demo_tp/demo-i2b.pkl"
-"$PYTHON" src/demo/generate_html.py demo
-"$PYTHON" scripts/demo_findings.py "$logits/demo_tp/demo-i2b.pkl"
+fresh "$prepared" "$i2b" || "$PYTHON" src/demo/data_prep.py demo "$logits/demo/demo-i2i.pkl" "$i2b"
+fresh docs/demo_justeval/index.html "$prepared" || "$PYTHON" src/demo/generate_html.py demo
+echo
+"$PYTHON" scripts/demo_findings.py "$i2b"
 echo
 echo "Pages: $(pwd)/docs/demo_justeval/index.html"

@@ -287,7 +287,12 @@ def build_pair(root: str | Path, cfg: BuildConfig = BuildConfig(), force: bool =
 
 
 def write_instructions(path: str | Path, seed: int = 0) -> Path:
-    """The demo instructions (`demo_corpus.instructions`) as a JSON list, written atomically."""
-    rows = demo_corpus.instructions(demo_corpus.topics(seed))
-    atomic_write_bytes(path, (json.dumps(rows, indent=1) + "\n").encode())
-    return Path(path)
+    """The demo instructions (`demo_corpus.instructions`) as a JSON list, written atomically.
+
+    An identical file is left alone, so that what was made from it (the answers) stays newer.
+    """
+    path = Path(path)
+    data = (json.dumps(demo_corpus.instructions(demo_corpus.topics(seed)), indent=1) + "\n").encode()
+    if not (path.exists() and path.read_bytes() == data):
+        atomic_write_bytes(path, data)
+    return path

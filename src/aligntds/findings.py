@@ -113,6 +113,7 @@ def summarize(i2b_records: Sequence[dict], tokenizer, phrases: Sequence[str] = (
     n, shifted = len(c), c == 2
     out = {"answers": len(cls), "positions": n, "early": early}
     out.update({name: _rate(int((c == i).sum()), n) for i, name in enumerate(CLASSES)})
+    out.update({f"{name}_count": int((c == i).sum()) for i, name in enumerate(CLASSES)})
     out.update({f"{name}_positions": int((k == i).sum()) for i, name in enumerate(KINDS)})
     out["style_share_of_shifted"] = _rate(int((shifted & (k == 0)).sum()), int(shifted.sum()))
     out["content_unshifted"] = _rate(int(((c == 0) & (k == 1)).sum()), int((k == 1).sum()))
@@ -127,8 +128,8 @@ def format_summary(s: dict) -> str:
     """A few lines for a terminal."""
     pct = lambda x: "n/a" if x != x else f"{100 * x:.1f}%"  # noqa: E731  (x != x: NaN)
     lines = [
-        f"{s['answers']} answers, {s['positions']} positions: unshifted {pct(s['unshifted'])}, "
-        f"marginal {pct(s['marginal'])}, shifted {pct(s['shifted'])}",
+        f"{s['answers']} answers, {s['positions']} positions: "
+        + ", ".join(f"{name} {s[name + '_count']} ({pct(s[name])})" for name in CLASSES),
         f"positions: {s['style_positions']} style, {s['content_positions']} content, {s['other_positions']} other; "
         f"style share of shifted {pct(s['style_share_of_shifted'])}, content unshifted {pct(s['content_unshifted'])}",
         f"shifted in the first {100 * s['early']:.0f}% of each answer's positions {pct(s['early_shifted'])}, "
