@@ -79,7 +79,10 @@ def _ppm(logprobs: np.ndarray) -> list[list[int]]:
 
 
 def page_data(ex: dict, tokens: dict[int, str]) -> dict:
-    """Everything the example page's script needs, keyed for it; linear in the answer length."""
+    """Everything the example page's script needs, keyed for it; linear in the answer length.
+
+    Top-10 probabilities go as integer parts per million; the base probability of the aligned
+    token, often far smaller, with four significant digits."""
     ids = set(ex["response_ids"].tolist()) | set(ex["aligned_top_ids"].ravel().tolist()) | set(ex["base_top_ids"].ravel().tolist())
     m = ex["metrics"]
     t = len(ex["response_ids"])
@@ -88,7 +91,7 @@ def page_data(ex: dict, tokens: dict[int, str]) -> dict:
         "answer": ex["response_ids"].tolist(),
         "cls": ex["cls"].tolist(),
         "rank": ex["aligned_rank"].tolist(),
-        "base_prob": _rounded(ex["base_prob"], 6),
+        "base_prob": [float(f"{v:.4g}") if math.isfinite(v) else None for v in ex["base_prob"].tolist()],
         "mismatch": ex["greedy_mismatch"].tolist(),
         "aligned_ids": ex["aligned_top_ids"].tolist(),
         "aligned_ppm": _ppm(ex["aligned_top_logprobs"]),
@@ -123,7 +126,7 @@ def answer_html(ex: dict, tokens: dict[int, str]) -> Markup:
     spans = []
     for t, (i, c, d) in enumerate(zip(ex["response_ids"].tolist(), ex["cls"].tolist(), ex["top1_differs"].tolist())):
         inner = "".join(
-            (f'<span class="ws">{part}</span>' + ("<br>" if part == "↵" else "")) if ws else str(escape(part))
+            (f'<span class="ws">{part}</span>' + ("<br>" if part == "↵" else "<wbr>")) if ws else str(escape(part))
             for ws, part in visible_parts(tokens.get(i, f"<{i}>"))
         )
         spans.append(f'<span class="tok c{int(c)}{" u" if d else ""}" tabindex="0" role="button" data-t="{t}">{inner}</span>')

@@ -11,7 +11,9 @@
     return s.replace(/ /g, "\u00b7").replace(/\n/g, "\u21b5").replace(/\t/g, "\u2192") || "\u2205";
   }
   function pct(p) {
-    return p === null ? "?" : (100 * p).toFixed(p < 0.001 ? 3 : 2) + "%";
+    if (p === null) return "?";
+    if (p > 0 && p < 1e-5) return (100 * p).toExponential(1) + "%";
+    return (100 * p).toFixed(p < 0.001 ? 3 : 2) + "%";
   }
   function ppm(x) {
     return x / 1e6;
