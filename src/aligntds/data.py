@@ -21,7 +21,8 @@ REFERENCE_TEMPLATE = "# Query: \n ```{query}``` \n\n \n# Answer: \n ```"
 QUERY_PLACEHOLDER = "{query}"
 
 
-def _read_json_or_jsonl(path: Path) -> list:
+def read_json_items(path: Path) -> list:
+    """The parsed content of a JSON file, or the list of objects of a JSONL file (one-line errors naming the file)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -61,7 +62,7 @@ def load_examples(path: str | Path, fields: Iterable[str] = ()) -> list[dict]:
     that is not an object, or a missing or mistyped field.
     """
     path = Path(path)
-    items = _read_json_or_jsonl(path)
+    items = read_json_items(path)
     if not isinstance(items, list):
         raise UserError(f"{path}: expected a JSON list of examples (or JSONL), found {type(items).__name__}")
     for i, item in enumerate(items):

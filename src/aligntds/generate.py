@@ -27,7 +27,7 @@ import torch
 
 from . import models
 from .analysis import data_slice
-from .data import _read_json_or_jsonl
+from .data import read_json_items
 from .errors import UserError
 from .prompts import encode_answer, encode_prompt, leading_specials
 from .store import atomic_write_bytes
@@ -60,7 +60,7 @@ def load_instructions(path: str | Path) -> list[dict]:
     Returns copies with `pure_input` set; `id` defaults to the example's position in the file.
     """
     path = Path(path)
-    items = _read_json_or_jsonl(path)
+    items = read_json_items(path)
     if not isinstance(items, list):
         raise UserError(f"{path}: expected a JSON list of instructions (or JSONL), found {type(items).__name__}")
     out = []
