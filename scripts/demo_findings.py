@@ -1,6 +1,6 @@
 """The findings of a merged i2b file: class ratios, style share of the shifted positions, early shift.
 
-    python scripts/demo_findings.py saved_logits/demo/demo_tp/demo-i2b.pkl                 # style: models/demo/style.json
+    python scripts/demo_findings.py saved_logits/just_eval/demo_tp/demo-i2b.pkl                 # style: models/demo/style.json
     python scripts/demo_findings.py saved_logits/just_eval/llama2_tp/llama2-i2b.pkl --style '' --json
 
 Classes by `aligned_rank` (0 unshifted, 1-2 marginal, >= 3 shifted); a style position is a token overlapping a

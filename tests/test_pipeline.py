@@ -132,6 +132,12 @@ def test_existing_shard_is_kept_unless_overwrite(tmp_path, data_file, pair_llama
     one_error_line(capsys, "exists with other settings", "top_k", "--overwrite")
     assert i2i(data_file, shards, pair_llama["aligned"], "--end", "2", "--top_k", "7", "--overwrite") == 0
     assert load_records(shard)[0]["topk_ids"].shape[1] == 7
+    changed = [dict(x) for x in json.loads(Path(data_file).read_text())]
+    changed[0]["output"] = ["A new answer.</s>"]  # same ids, same number of examples, other content
+    other = tmp_path / "changed.json"
+    other.write_text(json.dumps(changed))
+    assert i2i(other, shards, pair_llama["aligned"], "--end", "2", "--top_k", "7") == 2
+    one_error_line(capsys, "exists with other settings", "data:", "--overwrite")
     assert not [p for p in shards.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
@@ -292,3 +298,15 @@ def test_scripts_run_as_commands(tmp_path, data_file, full_i2i):
     none = subprocess.run([sys.executable, str(REPO / "src/scripts/merge_logits.py"), str(tmp_path), "t", "i2b"],
                           capture_output=True, text=True)
     assert none.returncode == 2 and "Traceback" not in none.stderr and "no shards named t-i2b" in none.stderr
+
+
+def test_bad_output_folder_and_device_fail_before_scoring(tmp_path, data_file, pair_llama, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert i2i(data_file, blocker / "shards", pair_llama["aligned"]) == 2
+    one_error_line(capsys, "a-file/shards", "cannot create the output folder")
+    assert i2i(data_file, tmp_path / "s", pair_llama["aligned"], "--device", "gpu") == 2
+    one_error_line(capsys, "--device 'gpu' is not a device")
+    assert i2i(data_file, tmp_path / "s", pair_llama["aligned"], "--device", "cuda:99") == 2
+    one_error_line(capsys, "--device cuda:99")
+    assert not (tmp_path / "s").exists()

@@ -110,27 +110,27 @@ def _reference_pickle(path, n_positions, ids_fn, id_offset=0):
 
 
 def test_reference_pickles_are_accepted(tmp_path, capsys):
-    i2i = _reference_pickle(tmp_path / "i2i.pkl", [3, 2], lambda e, p: [7, 8, 9, 10])
+    i2i = _reference_pickle(tmp_path / "i2i.pkl", [3, 2, 0], lambda e, p: [7, 8, 9, 10])
     # Base lists: the aligned top-1 (7) at index 0, 2, absent / 1, 5.
     base_ids = {(0, 0): [7, 1, 2, 3, 4, 5], (0, 1): [1, 2, 7, 3, 4, 5], (0, 2): [1, 2, 3, 4, 5, 6],
                 (1, 0): [1, 7, 2, 3, 4, 5], (1, 1): [1, 2, 3, 4, 5, 7]}
-    i2b = _reference_pickle(tmp_path / "i2b.pkl", [3, 2], lambda e, p: base_ids[e, p])
+    i2b = _reference_pickle(tmp_path / "i2b.pkl", [3, 2, 0], lambda e, p: base_ids[e, p])
     assert data_prep(["ref", str(i2i), str(i2b), "--out", str(tmp_path / "ref.pkl")]) == 0
     prep = load_prepared(tmp_path / "ref.pkl")
     assert prep["source"] == "reference"
-    assert [ex["cls"].tolist() for ex in prep["examples"]] == [[0, 1, 2], [1, 2]]
+    assert [ex["cls"].tolist() for ex in prep["examples"]] == [[0, 1, 2], [1, 2], []]  # an empty answer too
     assert prep["examples"][0]["aligned_rank"].tolist() == [0, 2, -1]  # -1: beyond the stored list
     assert prep["examples"][0]["base_prob"][1] == pytest.approx(0.125)
     assert prep["tokens"][7] == "w7" and prep["examples"][0]["query"] == "q"
     s = json.loads((tmp_path / "ref.summary.json").read_text())
-    assert s["greedy_mismatch"] is None and s["shifted"] == 2
+    assert s["greedy_mismatch"] is None and s["shifted"] == 2 and s["rank_unknown"] == 1
 
-    short = _reference_pickle(tmp_path / "short.pkl", [3, 1], lambda e, p: base_ids[e, p])
+    short = _reference_pickle(tmp_path / "short.pkl", [3, 1, 0], lambda e, p: base_ids[e, p])
     assert data_prep(["ref", str(i2i), str(short), "--out", str(tmp_path / "x.pkl")]) == 2
     one_error_line(capsys, "short.pkl", "record 1", "--truncate_mismatched")
     assert data_prep(["ref", str(i2i), str(short), "--out", str(tmp_path / "x.pkl"), "--truncate_mismatched"]) == 0
-    assert [len(ex["cls"]) for ex in load_prepared(tmp_path / "x.pkl")["examples"]] == [3, 1]
-    other = _reference_pickle(tmp_path / "other.pkl", [3, 2], lambda e, p: base_ids[e, p], id_offset=5)
+    assert [len(ex["cls"]) for ex in load_prepared(tmp_path / "x.pkl")["examples"]] == [3, 1, 0]
+    other = _reference_pickle(tmp_path / "other.pkl", [3, 2, 0], lambda e, p: base_ids[e, p], id_offset=5)
     assert data_prep(["ref", str(i2i), str(other), "--out", str(tmp_path / "y.pkl")]) == 2
     one_error_line(capsys, "other.pkl", "record 0 has id 5")
 
@@ -215,9 +215,12 @@ def test_model_text_is_escaped(report):
 
 def test_limit_writes_only_reachable_pages(tmp_path, report):
     out = tmp_path / "h"
+    out.mkdir()
+    (out / "7.html").write_text("<html>someone else's page</html>")
     assert generate_html(["r", "--data", str(report["prepared"]), "--out", str(out)]) == 0
     assert generate_html(["r", "--data", str(report["prepared"]), "--out", str(out), "--limit", "2"]) == 0
-    assert sorted(p.name for p in out.glob("[0-9]*.html")) == ["0.html", "1.html"]  # the earlier pages 2, 3 are gone
+    # the earlier pages 2, 3 are gone; a numbered page this tool did not write stays
+    assert sorted(p.name for p in out.glob("[0-9]*.html")) == ["0.html", "1.html", "7.html"]
     assert ("a", "2.html") not in parse(out / "1.html").urls
     index = (out / "index.html").read_text()
     assert "first 2 of 4 examples" in index and "2.html" not in index
@@ -235,6 +238,8 @@ def test_compare_pairs_page(tmp_path, report, capsys):
     page = (out / "index.html").read_text()
     assert page.count("<svg") == 3 and "only-here" in page and ">r<" in page and ">other<" in page
     assert all(not u.startswith("http") for _, u in parse(out / "index.html").urls)
+    assert compare_pairs([str(summary), str(tmp_path / "other.json"), "--out", str(out), "--labels", r"$\foo$,run $5 vs $10"]) == 0
+    assert "$\\foo$" in (out / "index.html").read_text() and "run $5 vs $10" in (out / "index.html").read_text()
     assert compare_pairs([str(tmp_path / "nope.json")]) == 2
     one_error_line(capsys, "nope.json", "not found")
     (tmp_path / "bad.json").write_text("{}")
@@ -267,8 +272,27 @@ def test_pair_records_give_exact_divergences(tmp_path, report, pair_llama):
         assert ex["query"] == other["query"]
     s = json.loads((tmp_path / "p.summary.json").read_text())
     assert s["kl"] == "exact"
+    assert s["models"] == {"i2i": str(pair_llama["aligned"]), "i2b": str(pair_llama["base"])}
     first = [ex["exact"]["kl_base_aligned"][0] for ex in prep["examples"] if len(ex["cls"])]
     assert s["by_position"]["absolute"][0]["mean_kl"] == pytest.approx(float(np.mean(first)), rel=1e-5)
     assert generate_html(["r", "--data", str(tmp_path / "p.pkl"), "--out", str(tmp_path / "h")]) == 0
     page = (tmp_path / "h" / "1.html").read_text()
     assert '"kl_base_aligned"' in page and "KL(base" in (tmp_path / "h" / "summary.html").read_text()
+    assert data_prep(["r", str(pair_file), str(report["root"] / "i2b/r-i2b.pkl"), "--out", str(tmp_path / "q.pkl")]) == 2
+
+
+def test_different_top_k_for_i2i_and_i2b(tmp_path, report, pair_llama, capsys):
+    """i2b stored 5 candidates, i2i 30: the top-k metrics use the 5 both have, and say so."""
+    data, i2i = report["root"] / "data.json", report["root"] / "i2i/r-i2i.pkl"
+    assert logit_analysis(["--data_file", str(data), "--logits_folder", str(tmp_path / "s"), "--pair", "r", "--mode", "i2b",
+                           "--base_model", str(pair_llama["base"]), "--enable_template", "--i2i_pkl_file", str(i2i),
+                           "--top_k", "5"]) == 0
+    assert data_prep(["r", str(i2i), str(tmp_path / "s" / "r-i2b.[0:4].pkl"), "--out", str(tmp_path / "k.pkl")]) == 0
+    prep = load_prepared(tmp_path / "k.pkl")
+    assert prep["top_k"] == 5 and "KL@5 over the stored top-5" in prep["kl"]
+    assert set(prep["examples"][1]["metrics"]) == {f"{m}@5" for m in ("kl", "jaccard", "ws", "ndcg", "tr", "tp")}
+    assert "different numbers of candidates" in capsys.readouterr().err
+    assert generate_html(["r", "--data", str(tmp_path / "k.pkl"), "--out", str(tmp_path / "h")]) == 0
+    page = (tmp_path / "h" / "1.html").read_text()
+    island = json.loads(page.split('id="tds-data">')[1].split("</script>")[0])
+    assert island["k"] == 5 and all(v is not None for v in island["kl"])

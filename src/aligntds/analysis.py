@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import models, store
-from .data import REFERENCE_TEMPLATE, answer_of, fill_template, load_examples, load_template
+from .data import REFERENCE_TEMPLATE, answer_of, data_fingerprint, fill_template, load_examples, load_template
 from .distributed import Rank, current_rank, device_for, part, select_device
 from .errors import UserError
 from .pair import PairRequest, PairScorer
@@ -142,10 +142,12 @@ def _device_dtype(opts: Options, rank: Rank):
 
 
 def _keep_existing(shard: Path, planned: dict, opts: Options) -> bool:
+    """True when a shard made with the same settings exists; otherwise checks, before any scoring, that it can be written."""
     if shard.exists() and not opts.overwrite:
         _check_existing(shard, planned)
         log.info(f"{shard} exists: skipping (pass --overwrite to recompute)")
         return True
+    store.ensure_writable_folder(shard.parent)
     return False
 
 
@@ -199,6 +201,7 @@ def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
     if opts.base_device:
         log.warning("--base_device applies to --mode pair only; this run uses --device")
     device, dtype = _device_dtype(opts, rank)
+    i2i = i2i_records_for(opts.i2i_pkl_file, items, start, end) if i2b else None
     planned = {
         "model": model_name,
         "mode": opts.mode,
@@ -206,11 +209,13 @@ def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
         "top_k": opts.top_k,
         "template": template,
         "n_data": len(items),
+        "data": data_fingerprint(items),
+        # i2b: the run whose answer ids and top-1 tokens it scores
+        "aligned": f"{i2i[0]['meta'].get('model')} ({i2i[0]['meta'].get('dtype')})" if i2i else None,
     }
     shard = Path(opts.logits_folder) / store.shard_name(opts.pair, opts.mode, start, end)
     if _keep_existing(shard, planned, opts):
         return shard
-    i2i = i2i_records_for(opts.i2i_pkl_file, items, start, end) if i2b else None
 
     tok = models.load_tokenizer(model_name, opts.trust_remote_code)
     vocab = models.vocab_fingerprint(tok)
@@ -260,7 +265,7 @@ def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank
         log.warning("--i2i_pkl_file is for --mode i2b; --mode pair scores both models itself")
     template = base_template(opts)
     device, dtype = _device_dtype(opts, rank)
-    base_device = opts.base_device or device
+    base_device = models.check_device(opts.base_device) if opts.base_device else device
     planned = {
         "model": aligned_name,
         "base_model": base_name,
@@ -269,6 +274,7 @@ def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank
         "top_k": opts.top_k,
         "template": template,
         "n_data": len(items),
+        "data": data_fingerprint(items),
     }
     shard = Path(opts.logits_folder) / store.shard_name(opts.pair, "pair", start, end)
     if _keep_existing(shard, planned, opts):

@@ -10,6 +10,7 @@ aligned model's answer (a plain string is accepted as well as a list).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Iterable
@@ -82,6 +83,12 @@ def load_examples(path: str | Path, fields: Iterable[str] = ()) -> list[dict]:
         elif not isinstance(out, str):
             raise UserError(f"{where} (id={item['id']}): field 'output' must be a list of strings or a string")
     return items
+
+
+def data_fingerprint(items: list[dict]) -> str:
+    """A short hash of the examples' content (not of the file's formatting: JSON and JSONL agree)."""
+    text = json.dumps(items, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_template(path: str | Path) -> str:

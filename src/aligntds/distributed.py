@@ -71,7 +71,9 @@ def device_for(rank: Rank, device: str | None, device_map: str | None) -> str:
     launch on CUDA, plain `cuda` in a single one, `cpu` without CUDA. With `--device_map` the model
     places itself; the device then only chooses the dtype."""
     if device:
-        return device
+        from .models import check_device
+
+        return check_device(device)
     if not torch.cuda.is_available():
         return "cpu"
     if device_map:

@@ -13,7 +13,7 @@ The position's token is the answer's token there (`response_ids`), which for gre
 aligned model's top-1. Character spans come from decoding the answer ids token by token, so they are
 the spans of exactly the tokens that were scored.
 
-    python scripts/demo_findings.py saved_logits/demo/demo_tp/demo-i2b.pkl --style models/demo/style.json
+    python scripts/demo_findings.py saved_logits/just_eval/demo_tp/demo-i2b.pkl --style models/demo/style.json
 
     from aligntds.findings import summarize
     summary = summarize(load_records(path), tokenizer, phrases)

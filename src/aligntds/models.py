@@ -65,9 +65,25 @@ def resolve_pair(pair: str, base_model: str | None = None, aligned_model: str | 
     return base, aligned
 
 
+def check_device(device: str) -> str:
+    """`device` if this machine has it; a one-line `UserError` otherwise."""
+    try:
+        d = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device!r} is not a device (cpu, cuda, cuda:1, ...)") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA device is visible here (torch.cuda.is_available() is False)")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA devices are visible")
+    elif d.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {device}: MPS is not available here")
+    return device
+
+
 def resolve_device(device: str | None) -> str:
     if device:
-        return device
+        return check_device(device)
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

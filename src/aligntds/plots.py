@@ -36,6 +36,11 @@ def _pyplot():
     return plt
 
 
+def plain(text: str) -> str:
+    """A label shown as typed: matplotlib would read $...$ as math."""
+    return str(text).replace("$", r"\$")
+
+
 def to_svg(fig) -> str:
     """The figure as an <svg> element: no XML prolog or DOCTYPE, ids unique within the page."""
     plt = _pyplot()
@@ -61,7 +66,7 @@ def class_bars(runs: list[tuple[str, dict]]) -> str:
         values = [100 * s["ratios"][name] for _, s in runs]
         bars = ax.bar(x + (i - 1) * width, values, width, label=name, color=COLORS[name])
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
-    ax.set_xticks(x, [label for label, _ in runs], rotation=15 if len(runs) > 3 else 0)
+    ax.set_xticks(x, [plain(label) for label, _ in runs], rotation=15 if len(runs) > 3 else 0)
     ax.set_ylabel("% of answer positions")
     ax.set_ylim(0, 105)
     ax.legend(frameon=False, ncols=3, loc="upper center", bbox_to_anchor=(0.5, 1.15))
@@ -84,8 +89,8 @@ def absolute_curves(runs: list[tuple[str, dict]], min_count: int = 5) -> str:
     for label, s in runs:
         rows = _absolute_rows(s, min_count)
         pos = [r["position"] for r in rows]
-        axes[0].plot(pos, _series(rows, "mean_kl"), linewidth=0.9, label=label)
-        axes[1].plot(pos, _series(rows, "mean_base_prob"), linewidth=0.9, label=label)
+        axes[0].plot(pos, _series(rows, "mean_kl"), linewidth=0.9, label=plain(label))
+        axes[1].plot(pos, _series(rows, "mean_base_prob"), linewidth=0.9, label=plain(label))
     axes[0].set_ylabel("mean KL")
     axes[1].set_ylabel("base prob. of aligned token")
     for ax in axes:
@@ -102,7 +107,7 @@ def position_curves(summary: dict, min_count: int = 5) -> str:
     rows = _absolute_rows(summary, min_count) or summary["by_position"]["absolute"]
     pos = np.array([r["position"] for r in rows])
     panels = (
-        ("mean_kl", "KL(base ‖ aligned)" if summary["kl"] == "exact" else "KL@10 (top-k)", None),
+        ("mean_kl", "KL(base ‖ aligned)" if summary["kl"] == "exact" else f"KL@{min(10, summary['top_k'])} (top-k)", None),
         ("mean_base_prob", "base prob. of aligned token", None),
         ("mean_base_rank", "base rank of aligned token", "log"),
         ("shifted_rate", "shifted rate", None),
@@ -124,8 +129,8 @@ def relative_curves(runs: list[tuple[str, dict]]) -> str:
     for label, s in runs:
         rows = s["by_position"]["relative"]
         mid = [(r["bin"][0] + r["bin"][1]) / 2 for r in rows]
-        axes[0].plot(mid, 100 * _series(rows, "shifted_rate"), marker="o", markersize=3, label=label)
-        axes[1].plot(mid, _series(rows, "mean_kl"), marker="o", markersize=3, label=label)
+        axes[0].plot(mid, 100 * _series(rows, "shifted_rate"), marker="o", markersize=3, label=plain(label))
+        axes[1].plot(mid, _series(rows, "mean_kl"), marker="o", markersize=3, label=plain(label))
     axes[0].set_ylabel("% shifted")
     axes[1].set_ylabel("mean KL")
     for ax in axes:

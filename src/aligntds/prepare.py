@@ -163,8 +163,11 @@ def load_joined(i2i_path, i2b_path, truncate_mismatched: bool = False):
     a_recs = store.load_records(i2i_path)
     kind = _kind(a_recs, i2i_path)
     if kind == "pair":
+        if i2b_path is not None:
+            raise UserError(f"{i2i_path} holds --mode pair records (both models): give it alone, without {i2b_path}")
         check_records(a_recs, i2i_path, "pair")
-        return _from_pair(a_recs), "pair", None, a_recs[0]["meta"], a_recs[0]["meta"], 0
+        meta = a_recs[0]["meta"]
+        return _from_pair(a_recs), "pair", None, meta, {**meta, "model": meta.get("base_model")}, 0
     if i2b_path is None:
         raise UserError(f"{i2i_path} holds {kind} records: data_prep also needs the i2b file")
     b_recs = store.load_records(i2b_path)
@@ -209,16 +212,20 @@ def bare_query(prompt: str, template: str | None, source: str) -> str:
     return prompt
 
 
+def stored_k(joined: list[Joined]) -> int:
+    """Candidates stored per position on both sides (the smaller, when i2i and i2b used different --top_k)."""
+    return min((min(j.a_ids.shape[1], j.b_ids.shape[1]) for j in joined if len(j.response_ids)), default=SHOWN)
+
+
 def compute(joined: list[Joined], ks: tuple[int, ...]) -> list[dict]:
     """Prepared examples: metrics over all positions at once, then split back per example."""
     lengths = [len(j.response_ids) for j in joined]
     bounds = np.cumsum([0] + lengths)
-    k_stored = min((j.a_ids.shape[1] for j in joined if len(j.a_ids)), default=SHOWN)
-    k_stored = min([k_stored] + [j.b_ids.shape[1] for j in joined if len(j.b_ids)])
+    k_stored = stored_k(joined)
 
     def cat(name, width=None):
-        parts = [getattr(j, name)[:, :width] if width else getattr(j, name) for j in joined]
-        return np.concatenate(parts) if parts else np.zeros(0)
+        parts = [getattr(j, name)[:, :width] if width else getattr(j, name) for j in joined if len(j.response_ids)]
+        return np.concatenate(parts) if parts else np.zeros((0, width) if width else 0)
 
     a_ids, a_lp, b_ids, b_lp = cat("a_ids", k_stored), cat("a_lp", k_stored), cat("b_ids", k_stored), cat("b_lp", k_stored)
     metrics = {}
@@ -276,7 +283,10 @@ def curves_csv(prepared: dict) -> str:
 def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, truncate_mismatched: bool = False) -> dict:
     """The prepared data of a pair: examples with metrics, the token strings the pages and summary show."""
     joined, source, strings, a_meta, b_meta, cut = load_joined(i2i_path, i2b_path, truncate_mismatched)
-    top_k = min((j.a_ids.shape[1] for j in joined if len(j.a_ids)), default=SHOWN)
+    top_k = stored_k(joined)
+    sides = {(j.a_ids.shape[1], j.b_ids.shape[1]) for j in joined if len(j.response_ids)}
+    if any(a != b for a, b in sides):
+        log.warning(f"i2i and i2b stored different numbers of candidates ({sorted(sides)[0]}): the top-k metrics use the {top_k} both have")
     examples = compute(joined, (10, top_k))
     for ex in examples:
         ex["query"] = bare_query(ex["base_prompt"], b_meta.get("template"), source)

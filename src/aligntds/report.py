@@ -45,6 +45,12 @@ def environment():
     return env
 
 
+def is_our_page(path: Path) -> bool:
+    """A page this module wrote (its head names the generator); other files are never deleted."""
+    with open(path, "rb") as f:
+        return b'<meta name="generator" content="aligntds' in f.read(1024)
+
+
 def default_folder(pair: str) -> Path:
     return Path("docs") / f"{pair}_justeval"
 
@@ -78,11 +84,12 @@ def _ppm(logprobs: np.ndarray) -> list[list[int]]:
     return np.rint(np.exp(np.asarray(logprobs, dtype=np.float64)) * 1e6).astype(np.int64).tolist()
 
 
-def page_data(ex: dict, tokens: dict[int, str]) -> dict:
+def page_data(ex: dict, tokens: dict[int, str], k: int = 10) -> dict:
     """Everything the example page's script needs, keyed for it; linear in the answer length.
 
     Top-10 probabilities go as integer parts per million; the base probability of the aligned
-    token, often far smaller, with four significant digits."""
+    token, often far smaller, with four significant digits. KL, Jaccard and WS are at k (10, or the
+    stored top-k when fewer were stored)."""
     ids = set(ex["response_ids"].tolist()) | set(ex["aligned_top_ids"].ravel().tolist()) | set(ex["base_top_ids"].ravel().tolist())
     m = ex["metrics"]
     t = len(ex["response_ids"])
@@ -97,9 +104,10 @@ def page_data(ex: dict, tokens: dict[int, str]) -> dict:
         "aligned_ppm": _ppm(ex["aligned_top_logprobs"]),
         "base_ids": ex["base_top_ids"].tolist(),
         "base_ppm": _ppm(ex["base_top_logprobs"]),
-        "kl10": _rounded(m.get("kl@10", np.full(t, np.nan))),
-        "jaccard10": _rounded(m.get("jaccard@10", np.full(t, np.nan))),
-        "ws10": _rounded(m.get("ws@10", np.full(t, np.nan))),
+        "k": k,
+        "kl": _rounded(m.get(f"kl@{k}", np.full(t, np.nan))),
+        "jaccard": _rounded(m.get(f"jaccard@{k}", np.full(t, np.nan))),
+        "ws": _rounded(m.get(f"ws@{k}", np.full(t, np.nan))),
         "exact": {k: _rounded(v) for k, v in ex["exact"].items()},
         "aligned_prompt": ex["aligned_prompt"],
         "base_prompt": ex["base_prompt"],
@@ -133,13 +141,13 @@ def answer_html(ex: dict, tokens: dict[int, str]) -> Markup:
     return Markup("".join(spans))
 
 
-def render_example(env, pair: str, ex: dict, tokens: dict, n: int, pages: int) -> str:
+def render_example(env, pair: str, ex: dict, tokens: dict, n: int, pages: int, k: int = 10) -> str:
     return env.get_template("example.html").render(
         pair=pair,
         ex=ex,
         answer=answer_html(ex, tokens),
         counts=class_counts(ex),
-        data=page_data(ex, tokens),
+        data=page_data(ex, tokens, k),
         prev_page=f"{n - 1}.html" if n > 0 else None,
         next_page=f"{n + 1}.html" if n + 1 < pages else None,
     )
@@ -188,10 +196,10 @@ def generate_html(pair: str, data: str | Path | None = None, out: str | Path | N
     tokens = prepared["tokens"]
 
     for n in tqdm(range(pages), desc="pages", unit="page", disable=pages < 50):
-        html = render_example(env, prepared["pair"], examples[n], tokens, n, pages)
+        html = render_example(env, prepared["pair"], examples[n], tokens, n, pages, min(10, prepared["top_k"]))
         atomic_write_bytes(out / f"{n}.html", html.encode(), durable=False)
     for stale in out.iterdir():  # pages of an earlier, longer run would be unreachable leftovers
-        if PAGE_RE.match(stale.name) and int(stale.stem) >= pages:
+        if PAGE_RE.match(stale.name) and int(stale.stem) >= pages and is_our_page(stale):
             stale.unlink()
     index = env.get_template("index.html").render(
         pair=prepared["pair"], models=summary["models"], summary=summary, rows=index_rows(examples, pages), pages=pages

@@ -20,8 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy._core import multiarray as _multiarray
-from numpy._core import numeric as _numeric
+
+try:
+    from numpy._core import multiarray as _multiarray
+    from numpy._core import numeric as _numeric
+except ImportError:  # numpy < 2
+    from numpy.core import multiarray as _multiarray
+    from numpy.core import numeric as _numeric
 
 from .errors import UserError
 
@@ -84,7 +89,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
     durable: fsync before the rename (skip it for many small derived files, such as pages).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_writable_folder(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -93,8 +98,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write ({e.strerror or e})") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def ensure_writable_folder(folder: str | os.PathLike) -> None:
+    """Create `folder` if needed; a `UserError` naming it when that fails or it cannot be written to.
+
+    Called before long work, so that a wrong output path costs seconds, not the whole run.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{folder}: cannot create the output folder ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{folder}: the output folder is not writable")
 
 
 def save_records(path: str | os.PathLike, records: list[dict]) -> None:

@@ -7,7 +7,9 @@
 A position's token is the aligned model's top-1 there (the token the paper classes). In `by_position`,
 `mean_base_rank` and `median_base_rank` are 1-based (1 = the base model's top token, the paper's
 convention) and `mean_kl` is the exact KL(P_base || P_aligned) when pair mode computed it, else the
-reference's KL@10 over the stored top-k; `kl` says which.
+reference's KL@10 over the stored top-k; `kl` says which. Positions whose base rank is unknown (the
+reference's pickles stop at their top-k; counted in `rank_unknown`) are left out of the rank and
+probability means, which then lean towards the unshifted.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ def summarize(prepared: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS
         "top_shifted_tokens": _token_table(top1, cls, SHIFTED, prepared["tokens"], top_n),
         "top_unshifted_tokens": _token_table(top1, cls, UNSHIFTED, prepared["tokens"], top_n),
         "by_position": {"absolute": by_abs, "relative": by_rel},
+        "rank_unknown": int((rank < 0).sum()),
         "greedy_mismatch": None if prepared["source"] == "reference" else {
             "positions": int(mismatch.sum()),
             "ratio": round(float(mismatch.mean()), 6) if n else 0.0,
@@ -128,6 +131,9 @@ def format_summary(s: dict, tokens: int = 12) -> str:
     elif gm["positions"]:
         lines.append(f"  greedy mismatches: {gm['positions']:,} positions ({100 * gm['ratio']:.2f}%) in {gm['examples']} examples:"
                      " there the answer token is not the aligned model's top-1")
+    if s.get("rank_unknown"):
+        lines.append(f"  {s['rank_unknown']:,} positions have base ranks beyond the stored top-k (reference pickles): "
+                     "left out of the mean base rank (too low) and base probability (too high) by position")
     for key, title in (("top_shifted_tokens", "most shifted"), ("top_unshifted_tokens", "most unshifted")):
         shown = ", ".join(f"{show_token(t)!s} {c} ({100 * r:.0f}%)" for t, c, r in s[key][:tokens])
         lines.append(f"  {title} tokens (count, share of the token's positions): {shown or '-'}")

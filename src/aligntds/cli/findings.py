@@ -17,7 +17,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Summarize a merged i2b file: unshifted/marginal/shifted ratios, the share of shifted positions on "
         "planted style phrases, content positions left unshifted, and how much earlier in the answers the shifts are.",
     )
-    p.add_argument("i2b_file", metavar="I2B_PKL", help="merged i2b records, e.g. saved_logits/demo/demo_tp/demo-i2b.pkl")
+    p.add_argument("i2b_file", metavar="I2B_PKL", help="merged i2b records, e.g. saved_logits/just_eval/demo_tp/demo-i2b.pkl")
     p.add_argument("--style", default=str(DEMO_DIR / "style.json"),
                    help=f"JSON with a 'phrases' list: the planted style (default: {DEMO_DIR / 'style.json'}); '' for none")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder or hub id (default: the model recorded in the records)")

@@ -70,7 +70,8 @@
     }
 
     var metrics = el("div", "metrics");
-    var text = "KL@10: " + num(data.kl10[t]) + "  |  Jaccard@10: " + num(data.jaccard10[t]) + "  |  WS@10: " + num(data.ws10[t]);
+    var k = "@" + data.k + ": ";
+    var text = "KL" + k + num(data.kl[t]) + "  |  Jaccard" + k + num(data.jaccard[t]) + "  |  WS" + k + num(data.ws[t]);
     Object.keys(data.exact).forEach(function (k) { text += "  |  " + k + " (exact): " + num(data.exact[k][t]); });
     metrics.textContent = text;
 
