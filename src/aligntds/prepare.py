@@ -27,7 +27,7 @@ import numpy as np
 from . import store
 from .data import QUERY_PLACEHOLDER
 from .errors import UserError
-from .metrics import TOPK_METRICS, shift_class, topk_metrics
+from .metrics import shift_class, topk_metrics
 from .records import check_records
 
 log = logging.getLogger("aligntds")
