@@ -11,8 +11,8 @@ tokens: prompt about 170, answer about 330 at the median). It prints answer toke
 their ratio, the largest log-prob difference between them, the achieved TFLOP/s of the batched path
 (2 x parameters x tokens per second: the layers without the input embedding on every prompt and
 answer token, the output layer on answer tokens; attention scores and padding not counted) and its
-share of the device's bf16 dense peak, peak GPU memory, and the bytes per answer position of the
-records on disk. On CUDA it then checks the targets of an H100 (>= 40% of peak, 1000 answers in under
+share of the device's bf16 dense peak, peak GPU memory, the cost of the float32 output layer against
+one in the model's dtype, and the bytes per answer position of the records on disk. On CUDA it then checks the targets of an H100 (>= 40% of peak, 1000 answers in under
 a minute, >= 500x the reference loop).
 """
 
@@ -179,6 +179,31 @@ def storage_line(reqs, stats, top_k: int, ref_out, ref_tokens: int) -> str:
             f"4 bytes per token); the reference stores {len(pickle.dumps(ref_out)) / ref_tokens:,.0f} bytes per position")
 
 
+def head_cost_line(scorer: Scorer, model, reqs, device: str, fast_s: float, fast_tokens: int) -> str:
+    """The cost of the float32 output layer: the head alone on one batch's answer hidden states, in float32
+    (as scored) and in the model's dtype (a bfloat16 matmul rounding the logits), scaled to the whole run."""
+    batch = []
+    for r in sorted(reqs, key=lambda r: -r.length):
+        if batch and (len(batch) + 1) * batch[0].length > scorer.batch_tokens:
+            break
+        batch.append(r)
+    hidden = scorer.answer_hidden(batch)
+    n = hidden.shape[0]
+
+    def run(head):
+        for s in range(0, n, scorer.chunk):
+            head(hidden[s : s + scorer.chunk])
+
+    run(scorer.head), run(lambda h: model.lm_head(h).float())  # warm-up
+    _, t32 = timed(lambda: run(scorer.head), device)
+    _, tlow = timed(lambda: run(lambda h: model.lm_head(h).float()), device)
+    extra = (t32 - tlow) * fast_tokens / n
+    copy = scorer.head.weight.numel() * 4 / 2**30 if scorer.head.model_dtype != torch.float32 else 0.0
+    return (f"output layer: {1e3 * t32 / n * 1000:.1f} ms per 1000 answer positions in float32 (as scored), "
+            f"{1e3 * tlow / n * 1000:.1f} ms in {str(scorer.head.model_dtype).removeprefix('torch.')}; over this run "
+            f"{extra:+.2f} s ({extra / fast_s:+.1%} of the batched path), float32 weight copy {copy:.2f} GiB")
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", default=None, choices=sorted(SHAPES), help="model shape (default: llama2-7b on CUDA, tiny otherwise)")
@@ -247,6 +272,7 @@ def main(argv=None) -> int:
         print(f"targets (one H100): >= {TARGET_PEAK_SHARE:.0%} of peak: {'yes' if peak and tflops / peak >= TARGET_PEAK_SHARE else 'no'}; "
               f"1000 answers in < {TARGET_SECONDS:.0f} s: {'yes' if seconds_1000 < TARGET_SECONDS else 'no'} ({seconds_1000:.0f} s); "
               f">= {TARGET_SPEEDUP:.0f}x the reference loop: {'yes' if speedup >= TARGET_SPEEDUP else 'no'}")
+    print(head_cost_line(scorer, model, batch_reqs, args.device, fast_s, fast_tokens))
     print(storage_line(batch_reqs, fast_out, args.top_k, ref_out, ref_tokens))
     return 0
 

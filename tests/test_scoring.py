@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -140,3 +142,36 @@ def test_fast_head_matches_softcapped_architecture(tmp_path, tok_bos):
 
     with pytest.raises(UserError, match="differs from the model's forward pass"):
         scorer.check_head(req)
+
+
+def _tied_top4(logits: torch.Tensor) -> np.ndarray:
+    """bool [n]: two of a row's four largest logits are exactly equal."""
+    top = torch.topk(logits.float(), 4, dim=1).values
+    return (top[:, 1:] == top[:, :-1]).any(dim=1).numpy()
+
+
+def test_bfloat16_model_gets_a_float32_output_layer(pair_llama, data_file):
+    """Logits rounded to bfloat16 tie often among the top tokens; the float32 output layer on the same hidden states
+    does not, and its ranks are those of a float64 product of the same hidden states and weights."""
+    model = AutoModelForCausalLM.from_pretrained(pair_llama["aligned"], dtype=torch.bfloat16)
+    scorer = Scorer(model, top_k=4, batch_tokens=4096)
+    tok = AutoTokenizer.from_pretrained(pair_llama["aligned"])
+    reqs = [Request(tok(q)["input_ids"], tok(a, add_special_tokens=False)["input_ids"])
+            for q, a in [(x["input"], x["output"][0]) for x in json.loads(data_file.read_text())] if a]
+    hidden = scorer.answer_hidden(reqs)
+    assert hidden.dtype == torch.bfloat16
+    with torch.no_grad():
+        exact = hidden.double() @ model.lm_head.weight.double().T  # [N, V], the same hidden states and weights
+        rounded = model.lm_head(hidden)  # what a bfloat16 output layer gives
+    assert _tied_top4(rounded).mean() > 0.05  # the premise: ties are common in bfloat16
+    ours = scorer.head(hidden)
+    assert ours.dtype == torch.float32 and model.lm_head.weight.dtype == torch.bfloat16  # the model is left as it is
+    np.testing.assert_array_equal(_tied_top4(ours)[~_tied_top4(exact)], False)
+    stats = scorer.score(reqs)
+    targets = np.concatenate([r.response_ids for r in reqs])
+    ranks = np.concatenate([s["token_rank"] for s in stats])
+    lp = torch.log_softmax(exact, dim=1).numpy()
+    for n, (t, r) in enumerate(zip(targets, ranks)):
+        lo, hi = rank_bounds(lp[n], lp[n, t], 1e-5)
+        assert lo <= r <= hi
+    assert scorer.check_head(reqs[0]) < 0.1  # against the model's own bfloat16 logits, within their rounding
