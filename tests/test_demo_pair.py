@@ -27,7 +27,7 @@ from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.cli.merge_logits import main as merge_logits
 from aligntds.demo_pair import STAMP, BuildConfig, is_current
 from aligntds.findings import format_summary, summarize
-from aligntds.prompts import encode_answer
+from aligntds.prompts import ChatEncoder
 from aligntds.store import load_records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def test_aligned_answers_carry_the_planted_style(demo_run):
     assert same >= 0.9 * len(answers), f"{same} of {len(answers)} answers are the planted ones"
     tok = demo_run["tok"]
     for rec in demo_run["i2i"]:
-        assert rec["response_ids"].tolist() == encode_answer(tok, rec["probe_text"])
+        assert rec["response_ids"].tolist() == ChatEncoder(tok).answer_ids(rec["prompt"], rec["probe_text"])
     ranks = np.concatenate([r["token_rank"] for r in demo_run["i2i"]])
     assert (ranks == 0).mean() >= 0.999  # teacher forcing reproduces greedy decoding
 

@@ -10,13 +10,13 @@ from aligntds.cli.findings import main as findings
 from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.findings import phrase_spans, position_kinds, shift_class, summarize
 from aligntds.models import load_tokenizer
-from aligntds.prompts import encode_answer
+from aligntds.prompts import ChatEncoder
 from aligntds.store import load_records
 from test_pipeline import one_error_line
 
 
 def test_position_kinds_and_classes(tok_bos):
-    ids = encode_answer(tok_bos, "Sure! Here is Paris. I hope this helps!</s>")
+    ids = ChatEncoder(tok_bos).answer_ids("", "Sure! Here is Paris. I hope this helps!</s>")
     pieces = [tok_bos.decode([i]) for i in ids]
     assert pieces == ["Su", "re", "!", " Her", "e", " is", " ", "Par", "is", ".", " I", " h", "op", "e", " this", " help", "s", "!", "</s>"]
     kinds = position_kinds(tok_bos, ids, ["Sure! Here is", "I hope this helps!"])
@@ -27,7 +27,7 @@ def test_position_kinds_and_classes(tok_bos):
 
 
 def test_summary_counts(tok_bos):
-    ids = encode_answer(tok_bos, "Sure! Here is Paris. Rome is the capital of Italy.")
+    ids = ChatEncoder(tok_bos).answer_ids("", "Sure! Here is Paris. Rome is the capital of Italy.")
     T = len(ids)
     rank = np.zeros(T, np.int32)
     rank[0], rank[1], rank[T - 1] = 7, 1, 5  # "Su" shifted, "re" marginal (both style), the final "." shifted (other)

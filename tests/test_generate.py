@@ -17,7 +17,7 @@ import torch
 
 from aligntds.cli.generate_outputs import main as generate
 from aligntds.cli.logit_analysis import main as logit_analysis
-from aligntds.prompts import encode_answer, encode_prompt
+from aligntds.prompts import ChatEncoder
 from aligntds.store import load_records
 from aligntds.tiny import save_pair_member, tiny_model, train_tokenizer
 from conftest import CORPUS
@@ -47,7 +47,7 @@ def reference_greedy(model, prompt_ids: list[int], max_new: int, eos: int) -> li
 
 
 def template_ids(tok, query: str) -> list[int]:
-    """The chat prompt tokenized by the tokenizer itself (an independent path from encode_prompt)."""
+    """The chat prompt tokenized by the tokenizer itself (an independent path from ChatEncoder)."""
     return list(tok.apply_chat_template([{"role": "user", "content": query}], add_generation_prompt=True)["input_ids"])
 
 
@@ -98,6 +98,7 @@ def test_batched_answers_equal_the_slow_greedy_loop(tmp_path, chat_model, instru
     for item, q, ids in zip(items, QUERIES, oracle):
         assert item["pure_input"] == q and item["category"] == "test" and item["generator"] == str(folder)
         answer = item["output"][0]
+        assert item["output_ids"] == ids  # the generated ids, EOS included when the model stopped on it
         assert answer == tok.decode(ids, skip_special_tokens=False)
         if ids[-1] == tok.eos_token_id:
             assert answer.endswith("</s>") and answer.count("</s>") == 1  # EOS text kept, nothing after it
@@ -105,27 +106,29 @@ def test_batched_answers_equal_the_slow_greedy_loop(tmp_path, chat_model, instru
             assert len(ids) == MAX_NEW and "</s>" not in answer
         # The `input` field re-creates the prompt the answer was generated from: one BOS, then the template.
         assert item["input"].startswith("<s>[INST]")
-        assert encode_prompt(tok, item["input"]) == template_ids(tok, q)
-    mismatched = sum(encode_answer(tok, x["output"][0]) != ids for x, ids in zip(items, oracle))
-    assert f"{mismatched} of {len(QUERIES)} answers do not re-encode to the generated ids" in capsys.readouterr().err
+        assert ChatEncoder(tok).prompt_ids(item["input"]) == template_ids(tok, q)
+    enc = ChatEncoder(tok)
+    mismatched = sum(enc.answer_ids(x["input"], x["output"][0]) != ids for x, ids in zip(items, oracle))
+    assert f"{mismatched} of {len(QUERIES)} answers' texts do not re-encode to the generated ids" in capsys.readouterr().err
 
 
 def test_teacher_forcing_sees_the_generated_tokens(tmp_path, chat_model, instructions):
-    """i2i on the generated file: up to where an answer's re-encoding first differs from the generated ids (this
-    random model emits bytes that BPE merges differently), each answer token is the model's top-1 there."""
+    """i2i on the generated file scores the generated ids (`output_ids`), not a re-encoding of the text: every
+    answer token is the model's top-1 at its position, although this random model emits bytes that BPE merges
+    differently when the text is encoded again."""
     folder, tok, _, oracle = chat_model
     assert run_generate(instructions, tmp_path / "answers.json", folder, "--batch_size", "4") == 0
     assert logit_analysis(["--data_file", str(tmp_path / "answers.json"), "--logits_folder", str(tmp_path / "s"),
                            "--pair", "t", "--mode", "i2i", "--aligned_model", str(folder)]) == 0
     records = load_records(tmp_path / "s" / f"t-i2i.[0:{len(QUERIES)}].pkl")
-    checked = 0
+    items = json.loads((tmp_path / "answers.json").read_text())
+    enc = ChatEncoder(tok)
+    assert any(enc.answer_ids(x["input"], x["output"][0]) != ids for x, ids in zip(items, oracle))  # the premise
     for rec, ids in zip(records, oracle):
         assert rec["prompt_ids"].tolist() == template_ids(tok, QUERIES[rec["index"]])
-        got = rec["response_ids"].tolist()
-        same = next((t for t, (a, b) in enumerate(zip(got, ids)) if a != b), min(len(got), len(ids)))
-        assert (rec["token_rank"][:same] == 0).all()
-        checked += same
-    assert checked >= 2 * len(QUERIES)
+        assert rec["response_ids"].tolist() == ids
+        assert (rec["token_rank"] == 0).all() and (rec["topk_ids"][:, 0] == rec["response_ids"]).all()
+        assert rec["meta"]["answer_ids"] == "output_ids" and rec["meta"]["tokenization"] == "chat"
 
 
 def test_jsonl_instruction_field_and_slices(tmp_path, chat_model):

@@ -87,7 +87,9 @@ def test_summary_counts_on_known_classes(tmp_path, pair_llama, tok_bos):
     assert [r["count"] for r in absolute] == [2, 2, 2, 1, 1]
     assert [r["shifted_rate"] for r in absolute] == [0.5, 0.0, 0.0, 1.0, 0.0]
     assert absolute[0]["mean_base_rank"] == 2.5 and absolute[0]["mean_base_prob"] == pytest.approx(0.25)  # 1-based ranks 1, 4
-    assert s["greedy_mismatch"] == {"positions": 1, "ratio": 0.125, "examples": 1}
+    assert s["greedy_mismatch"] == {"positions": 1, "ratio": 0.125, "examples": 1, "rest_ratio": 0.166667,
+                                   "first_position": {"examples": 2, "mismatches": 0, "ratio": 0.0}}
+    assert s["ties"] == 0
     relative = s["by_position"]["relative"]
     assert sum(r["count"] for r in relative) == 8
     assert relative[0]["shifted_rate"] == 0.5  # positions 0 of both answers

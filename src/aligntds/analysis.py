@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import models, store
-from .data import REFERENCE_TEMPLATE, answer_of, data_fingerprint, fill_template, load_examples, load_template
+from .data import REFERENCE_TEMPLATE, answer_of, data_fingerprint, load_examples, load_template
 from .distributed import Rank, current_rank, device_for, part, select_device
 from .errors import UserError
 from .pair import PairRequest, PairScorer
-from .prompts import encode_answer, encode_prompt, leading_specials
+from .prompts import TOKENIZATIONS, ChatEncoder
 from .records import check_records, make_pair_record, make_record, settings_difference, versions
+from .requests import Side, answer_ids, plan
 from .scoring import BatchedScorer, Request, Scorer, Throughput, device_defaults
 
 log = logging.getLogger("aligntds")
@@ -60,6 +61,7 @@ class Options:
     overwrite: bool = False
     trust_remote_code: bool = False
     attn_implementation: str | None = None
+    tokenization: str = "chat"
 
 
 def data_slice(start: int, end: int | None, n: int) -> tuple[int, int]:
@@ -119,6 +121,8 @@ def run(opts: Options, rank: Rank | None = None) -> Path | None:
     """Score this process's part of examples [start, end) and write its shard; returns its path (None: nothing to do)."""
     if opts.mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, got {opts.mode!r}")
+    if opts.tokenization not in TOKENIZATIONS:
+        raise UserError(f"--tokenization must be one of {', '.join(TOKENIZATIONS)}, got {opts.tokenization!r}")
     rank = rank or current_rank()
     items = load_examples(opts.data_file, fields=FIELDS[opts.mode])
     start, end = data_slice(opts.start, opts.end, len(items))
@@ -187,6 +191,24 @@ def _base_meta(opts: Options, planned: dict, model, vocab: str, tok) -> dict:
     }
 
 
+def _answer_source(items: list[dict], start: int, end: int, opts: Options) -> str:
+    """Where the answer ids come from, for `meta`: the data's `output_ids`, or the answer text encoded."""
+    if opts.tokenization == "reference":
+        return "text"
+    have = sum(1 for i in range(start, end) if items[i].get("output_ids") is not None)
+    return "output_ids" if have == end - start else "text" if have == 0 else f"output_ids ({have} of {end - start} examples), else text"
+
+
+def _sides(opts: Options, toks: list, model_list: list, template: str | None) -> list[Side]:
+    """One `Side` per model of the run: the aligned model on `input`, the base model on the templated `pure_input`."""
+    fields = {"i2i": ["input"], "i2b": ["pure_input"], "pair": ["input", "pure_input"]}[opts.mode]
+    return [
+        Side(ChatEncoder(tok, opts.tokenization), field, template if field == "pure_input" else None,
+             models.context_length(model), "prompt" if field == "input" or opts.mode == "i2b" else "base prompt")
+        for tok, model, field in zip(toks, model_list, fields)
+    ]
+
+
 def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank) -> Path | None:
     """--mode i2i or i2b: one model."""
     i2b = opts.mode == "i2b"
@@ -208,6 +230,7 @@ def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
         "dtype": models.dtype_name(dtype),
         "top_k": opts.top_k,
         "template": template,
+        "tokenization": opts.tokenization,
         "n_data": len(items),
         "data": data_fingerprint(items),
         # i2b: the run whose answer ids and top-1 tokens it scores
@@ -229,30 +252,38 @@ def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
             )
     model = _load(model_name, dtype, device, opts)
 
-    requests, prompts, truncated = _requests(opts, items, start, end, tok, model, template, i2i)
+    (side,) = _sides(opts, [tok], [model], template)
+    where = _where(opts, items)
+    if i2i:
+        answers = [r["response_ids"] for r in i2i]
+        top1 = [r["topk_ids"][:, 0] if len(r["response_ids"]) else [] for r in i2i]
+    else:
+        answers, top1 = [answer_ids(items[i], side, where(i)) for i in range(start, end)], None
+    planned_ex = plan(items, range(start, end), [side], answers, where, top1)
+    requests = [Request(p.prompt_ids[0], p.response_ids, p.aligned_top1) for p in planned_ex]
     scorer = Scorer(model, opts.top_k, pad_id=_pad_id(tok), **_scoring_args(opts, device))
     _check_ids(requests, scorer.head.vocab_size, start, model_name)
     first = next((r for r in requests if r.response_ids), None)
     if first is not None:
         scorer.check_head(first)
 
-    stats = _score_with_progress(scorer, requests, f"{opts.pair} {opts.mode}", not rank.is_main, _names(opts, items, start, end))
-    meta = _base_meta(opts, planned, model, vocab, tok)
+    stats = _score_with_progress(scorer, requests, f"{opts.pair} {opts.mode}", not rank.is_main, [where(i) for i in range(start, end)])
+    meta = {**_base_meta(opts, planned, model, vocab, tok), "answer_ids": "i2i records" if i2b else _answer_source(items, start, end, opts)}
     records = [
         make_record(
-            index=i,
-            id=items[i]["id"],
-            prompt=prompts[n],
-            probe_text=i2i[n]["probe_text"] if i2i else answer_of(items[i]),
+            index=p.index,
+            id=items[p.index]["id"],
+            prompt=p.prompts[0],
+            probe_text=i2i[n]["probe_text"] if i2i else answer_of(items[p.index]),
             request=requests[n],
             stats=stats[n],
-            n_truncated=truncated[n],
+            n_truncated=p.n_truncated,
             meta=meta,
-            final_generated_text=None if i2b else tok.decode(list(requests[n].response_ids)),
+            final_generated_text=None if i2b else side.encoder.decode_answer(p.prompts[0], p.prompt_ids[0], p.response_ids),
         )
-        for n, i in enumerate(range(start, end))
+        for n, p in enumerate(planned_ex)
     ]
-    _save(shard, records, truncated, model_name)
+    _save(shard, records, [p.n_truncated for p in planned_ex], model_name)
     return shard
 
 
@@ -273,6 +304,7 @@ def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank
         "dtype": models.dtype_name(dtype),
         "top_k": opts.top_k,
         "template": template,
+        "tokenization": opts.tokenization,
         "n_data": len(items),
         "data": data_fingerprint(items),
     }
@@ -289,7 +321,11 @@ def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank
     model_a = _load(aligned_name, dtype, device, opts)
     model_b = _load(base_name, dtype, base_device, opts)
 
-    requests, prompts, base_prompts, truncated = _pair_requests(opts, items, start, end, (tok_a, tok_b), (model_a, model_b), template)
+    sides = _sides(opts, [tok_a, tok_b], [model_a, model_b], template)
+    where = _where(opts, items)
+    answers = [answer_ids(items[i], sides[0], where(i)) for i in range(start, end)]
+    planned_ex = plan(items, range(start, end), sides, answers, where)
+    requests = [PairRequest(Request(p.prompt_ids[0], p.response_ids), Request(p.prompt_ids[1], p.response_ids)) for p in planned_ex]
     scorer = PairScorer(model_a, model_b, opts.top_k, pad_ids=(_pad_id(tok_a), _pad_id(tok_b)), **_scoring_args(opts, device))
     _check_ids(requests, scorer.aligned.head.vocab_size, start, aligned_name)
     first = next((r for r in requests if r.response_ids), None)
@@ -297,24 +333,25 @@ def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank
         scorer.aligned.check_head(first.aligned)
         scorer.base.check_head(first.base)
 
-    stats = _score_with_progress(scorer, requests, f"{opts.pair} pair", not rank.is_main, _names(opts, items, start, end))
-    meta = {**_base_meta(opts, planned, model_a, vocab, tok_a), "base_revision": models.model_revision(model_b)}
+    stats = _score_with_progress(scorer, requests, f"{opts.pair} pair", not rank.is_main, [where(i) for i in range(start, end)])
+    meta = {**_base_meta(opts, planned, model_a, vocab, tok_a), "base_revision": models.model_revision(model_b),
+            "answer_ids": _answer_source(items, start, end, opts)}
     records = [
         make_pair_record(
-            index=i,
-            id=items[i]["id"],
-            prompt=prompts[n],
-            base_prompt=base_prompts[n],
-            probe_text=answer_of(items[i]),
+            index=p.index,
+            id=items[p.index]["id"],
+            prompt=p.prompts[0],
+            base_prompt=p.prompts[1],
+            probe_text=answer_of(items[p.index]),
             request=requests[n],
             stats=stats[n],
-            n_truncated=truncated[n],
+            n_truncated=p.n_truncated,
             meta=meta,
-            final_generated_text=tok_a.decode(list(requests[n].response_ids)),
+            final_generated_text=sides[0].encoder.decode_answer(p.prompts[0], p.prompt_ids[0], p.response_ids),
         )
-        for n, i in enumerate(range(start, end))
+        for n, p in enumerate(planned_ex)
     ]
-    _save(shard, records, truncated, f"{aligned_name} / {base_name}")
+    _save(shard, records, [p.n_truncated for p in planned_ex], f"{aligned_name} / {base_name}")
     return shard
 
 
@@ -326,74 +363,9 @@ def _save(shard: Path, records: list[dict], truncated: list[int], model_name: st
     log.info(f"wrote {shard}: {len(records)} examples, {sum(len(r['response_ids']) for r in records)} answer positions")
 
 
-def _names(opts: Options, items: list[dict], start: int, end: int) -> list[str]:
-    return [f"{opts.data_file}: example {i} (id={items[i]['id']})" for i in range(start, end)]
-
-
-def _room(where: str, prompt_ids: list[int], max_len: int | None, what: str = "prompt") -> int | None:
-    """Answer tokens that fit after the prompt in the model's context (None: no limit); a prompt that fills it is refused."""
-    if not prompt_ids:
-        raise UserError(f"{where}: the {what} is empty, so the first answer token has no context")
-    if max_len is None:
-        return None
-    if len(prompt_ids) >= max_len:
-        raise UserError(f"{where}: the {what} alone has {len(prompt_ids)} tokens, the model's context is {max_len}")
-    return max_len - len(prompt_ids)
-
-
-def _cut(response: list[int], *rooms: int | None) -> int:
-    """How many answer tokens to drop so that the answer fits every room (the smallest context wins)."""
-    limits = [r for r in rooms if r is not None]
-    return max(0, len(response) - min(limits)) if limits else 0
-
-
-def _requests(opts, items, start, end, tok, model, template, i2i):
-    """Token ids of every example in the slice; answers cut to the context, prompts that do not fit refused."""
-    leading = leading_specials(tok)
-    max_len = models.context_length(model)
-    requests, prompts, truncated = [], [], []
-    for n, i in enumerate(range(start, end)):
-        item = items[i]
-        where = f"{opts.data_file}: example {i} (id={item['id']})"
-        if i2i:
-            prompt = fill_template(template, item["pure_input"])
-            response = [int(x) for x in i2i[n]["response_ids"]]
-            probes = [int(x) for x in i2i[n]["topk_ids"][:, 0]] if len(response) else []
-        else:
-            prompt = item["input"]
-            response = encode_answer(tok, answer_of(item))
-            probes = None
-        prompt_ids = encode_prompt(tok, prompt, leading)
-        cut = _cut(response, _room(where, prompt_ids, max_len))
-        if cut:
-            response = response[: len(response) - cut]
-            probes = None if probes is None else probes[: len(response)]
-        requests.append(Request(prompt_ids, response, probes))
-        prompts.append(prompt)
-        truncated.append(cut)
-    return requests, prompts, truncated
-
-
-def _pair_requests(opts, items, start, end, toks, pair_models, template):
-    """Both prompts of every example and the one answer (encoded as in i2i), cut to the smaller context."""
-    tok_a, tok_b = toks
-    leading_a, leading_b = leading_specials(tok_a), leading_specials(tok_b)
-    max_a, max_b = (models.context_length(m) for m in pair_models)
-    requests, prompts, base_prompts, truncated = [], [], [], []
-    for i in range(start, end):
-        item = items[i]
-        where = f"{opts.data_file}: example {i} (id={item['id']})"
-        base_prompt = fill_template(template, item["pure_input"])
-        ids_a = encode_prompt(tok_a, item["input"], leading_a)  # as i2i
-        ids_b = encode_prompt(tok_b, base_prompt, leading_b)  # as i2b
-        response = encode_answer(tok_a, answer_of(item))
-        cut = _cut(response, _room(where, ids_a, max_a), _room(where, ids_b, max_b, "base prompt"))
-        response = response[: len(response) - cut]
-        requests.append(PairRequest(Request(ids_a, response), Request(ids_b, response)))
-        prompts.append(item["input"])
-        base_prompts.append(base_prompt)
-        truncated.append(cut)
-    return requests, prompts, base_prompts, truncated
+def _where(opts: Options, items: list[dict]):
+    """where(i): example i named in errors and logs."""
+    return lambda i: f"{opts.data_file}: example {i} (id={items[i]['id']})"
 
 
 def _score_with_progress(scorer: BatchedScorer, requests: list, desc: str, disable: bool = False, names=None):

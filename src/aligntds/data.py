@@ -2,7 +2,9 @@
 
 Each example is `{"id", "pure_input", "input", "output": [answer, ...], ...}`:
 `input` is the aligned model's chat-formatted prompt, `pure_input` the bare query, `output[0]` the
-aligned model's answer (a plain string is accepted as well as a list).
+aligned model's answer (a plain string is accepted as well as a list). An optional `output_ids` holds
+the answer's token ids as generated (`generate_outputs.py` writes them): they are scored as they are,
+and `output[0]` is only shown.
 
     from aligntds.data import load_examples
     items = load_examples("data/Llama-2-7b-chat-hf.json", fields=("input",))
@@ -82,6 +84,9 @@ def load_examples(path: str | Path, fields: Iterable[str] = ()) -> list[dict]:
                 raise UserError(f"{where} (id={item['id']}): field 'output' must be a non-empty list of strings")
         elif not isinstance(out, str):
             raise UserError(f"{where} (id={item['id']}): field 'output' must be a list of strings or a string")
+        ids = item.get("output_ids")
+        if ids is not None and not (isinstance(ids, list) and all(type(i) is int and i >= 0 for i in ids)):
+            raise UserError(f"{where} (id={item['id']}): field 'output_ids' must be a list of token ids (integers >= 0)")
     return items
 
 

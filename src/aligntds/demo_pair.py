@@ -38,7 +38,7 @@ import torch
 
 from . import demo_corpus
 from .errors import UserError
-from .prompts import encode_answer, encode_prompt, leading_specials
+from .prompts import ChatEncoder
 from .store import atomic_write_bytes
 from .tiny import EOS, save_pair_member, train_tokenizer
 
@@ -124,12 +124,12 @@ def pretraining_sequences(tok, world, epoch: int, cfg: BuildConfig, cache: dict)
 
     `cache` maps documents already encoded (every epoch repeats most of them) to their ids.
     """
-    leading = leading_specials(tok)
+    enc = ChatEncoder(tok)
     out = []
     for doc in demo_corpus.pretraining_docs(world, epoch, cfg.style_docs, cfg.qa_docs, cfg.plain_docs, cfg.seed):
         if doc not in cache:
             prefix, text = doc
-            ids = (encode_prompt(tok, prefix, leading) if prefix else list(leading)) + encode_answer(tok, text + EOS)
+            ids = enc.prompt_ids(prefix) + enc.answer_ids(prefix, text + EOS)
             cache[doc] = ids[: cfg.context]
         out.append((cache[doc], 1))
     return out
@@ -137,14 +137,13 @@ def pretraining_sequences(tok, world, epoch: int, cfg: BuildConfig, cache: dict)
 
 def finetuning_sequences(tok, world) -> list[TrainSeq]:
     """Chat prompt (as `generate_outputs` encodes it) + styled answer + EOS; the loss covers the answer only."""
-    leading = leading_specials(tok)
+    enc = ChatEncoder(tok)
     out = []
     for t in world:
-        answer = encode_answer(tok, demo_corpus.aligned_answer(t) + EOS)
         for q in t.questions:
-            prompt = encode_prompt(tok, tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                                                add_generation_prompt=True), leading)
-            out.append((prompt + answer, len(prompt)))
+            text = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+            prompt = enc.prompt_ids(text)
+            out.append((prompt + enc.answer_ids(text, demo_corpus.aligned_answer(t) + EOS), len(prompt)))
     return out
 
 

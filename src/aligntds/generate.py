@@ -2,17 +2,22 @@
 
 Each instruction (`pure_input`, or `instruction`) is formatted with the model's chat template
 (`apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)`), encoded exactly as
-`logit_analysis --mode i2i` encodes an `input` (`aligntds.prompts.encode_prompt`: no double BOS), and
-answered greedily with the KV cache, a batch of left-padded prompts at a time (longest first, order
-restored). An answer keeps the EOS token's text (`</s>`) when the model stopped on it, so teacher forcing
-later sees the same tokens; everything after the first EOS is dropped.
+`logit_analysis --mode i2i` encodes an `input` (`aligntds.prompts.ChatEncoder`: the model's chat-format
+ids, one BOS), and answered greedily with the KV cache, a batch of left-padded prompts at a time
+(longest first, order restored). Everything after the first EOS is dropped.
+
+Each answer is written twice: `output_ids`, the generated ids (the EOS included when the model stopped
+on it), which `logit_analysis` scores as they are, and `output[0]`, the text they add after the prompt
+(decoded in context, so a SentencePiece answer keeps its leading space and the EOS shows as `</s>`).
+A model can generate ids its tokenizer would not produce from the text (a byte-level `ĊĊ` where the text
+re-encodes to `Ċ Ċ`); the log counts the answers whose text does not re-encode to their ids.
 
     python src/generate_outputs.py --pair demo --data_file data/demo/instructions.json \
         --output_file data/demo/demo-aligned.json --max_new_tokens 160 --batch_size 32
     python src/generate_outputs.py --model path/or/hub-id --data_file x.jsonl --output_file out.json --start 0 --end 100
 
-Output: a JSON list of `{"id", "pure_input", "input", "output": [answer], "generator", ...}` (other fields of
-the instruction are kept), written atomically.
+Output: a JSON list of `{"id", "pure_input", "input", "output": [answer], "output_ids", "generator", ...}`
+(other fields of the instruction are kept), written atomically.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from . import models
 from .analysis import data_slice
 from .data import read_json_items
 from .errors import UserError
-from .prompts import encode_answer, encode_prompt, leading_specials
+from .prompts import ChatEncoder
 from .store import atomic_write_bytes
 
 log = logging.getLogger("aligntds")
@@ -194,8 +199,8 @@ def run(opts: GenOptions) -> Path:
     inputs = [chat_prompt(tok, item["pure_input"], model_name) for item in items]
     model = models.load_model(model_name, dtype, device, trust_remote_code=opts.trust_remote_code)
 
-    leading = leading_specials(tok)
-    prompts = [encode_prompt(tok, text, leading) for text in inputs]
+    encoder = ChatEncoder(tok)
+    prompts = [encoder.prompt_ids(text) for text in inputs]
     names = [f"{opts.data_file}: example {start + n} (id={item['id']})" for n, item in enumerate(items)]
     budgets = token_budgets(prompts, opts.max_new_tokens, models.context_length(model), names)
     eos_ids = eos_ids_of(tok, model)
@@ -207,18 +212,18 @@ def run(opts: GenOptions) -> Path:
         answers_ids = greedy_generate(model, prompts, budgets, opts.batch_size, pad_id, eos_ids, bar.update)
     results = []
     n_stopped = n_mismatch = 0
-    for item, text, ids in zip(items, inputs, answers_ids):
-        answer = tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    for item, text, prompt_ids, ids in zip(items, inputs, prompts, answers_ids):
+        answer = encoder.decode_answer(text, prompt_ids, ids)
         n_stopped += bool(ids) and ids[-1] in eos_ids
-        n_mismatch += encode_answer(tok, answer) != ids
-        extra = {k: v for k, v in item.items() if k not in ("id", "pure_input", "input", "output", "generator")}
+        n_mismatch += encoder.answer_ids(text, answer) != ids
+        extra = {k: v for k, v in item.items() if k not in ("id", "pure_input", "input", "output", "output_ids", "generator")}
         results.append({"id": item["id"], "pure_input": item["pure_input"], "input": text, "output": [answer],
-                        "generator": model_name, **extra})
+                        "output_ids": ids, "generator": model_name, **extra})
     out = Path(opts.output_file)
     atomic_write_bytes(out, (json.dumps(results, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     n_tokens = sum(len(ids) for ids in answers_ids)
     log.info(f"wrote {out}: {len(results)} answers, {n_tokens} tokens, {n_stopped} stopped on EOS, "
              f"{len(results) - n_stopped} hit --max_new_tokens")
-    log.info(f"{n_mismatch} of {len(results)} answers do not re-encode to the generated ids"
-             + (" (their differing positions will show as greedy mismatches in i2i)" if n_mismatch else ""))
+    log.info(f"{n_mismatch} of {len(results)} answers' texts do not re-encode to the generated ids"
+             + (" (logit_analysis scores output_ids, the generated ids; the text is what the pages show)" if n_mismatch else ""))
     return out

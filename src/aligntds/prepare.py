@@ -11,7 +11,7 @@ all read through the restricted loader. Writes the prepared data (a record file)
 Per example (T positions) the prepared data holds `response_ids` [T], the top-10 ids and log-probs
 of both sides, `aligned_rank` [T] (-1 where a reference pickle cannot tell: beyond its top-k),
 `cls` [T] (metrics.shift_class), `base_prob` [T] (NaN where unknown), `top1_differs` [T],
-`greedy_mismatch` [T], `metrics` {"kl@10", ..., "tp@30"} and, from pair mode, `exact` {kl, js, tv}.
+`tie` [T] (`tied_top1`), `greedy_mismatch` [T], `metrics` {"kl@10", ..., "tp@30"} and, from pair mode, `exact` {kl, js, tv}.
 """
 
 from __future__ import annotations
@@ -253,11 +253,25 @@ def compute(joined: list[Joined], ks: tuple[int, ...]) -> list[dict]:
             "cls": cls[s:e],
             "base_prob": np.exp(j.aligned_logprob).astype(np.float32),
             "top1_differs": j.a_ids[:, 0] != j.b_ids[:, 0] if len(j.a_ids) else np.zeros(0, bool),
+            "tie": tied_top1(j),
             "greedy_mismatch": np.asarray(j.greedy_mismatch, dtype=bool),
             "metrics": {name: v[s:e] for name, v in metrics.items()},
             "exact": {name: v.astype(np.float32) for name, v in j.exact.items()},
         })
     return examples
+
+
+def tied_top1(j: Joined) -> np.ndarray:
+    """bool [T]: the aligned top-1 token has exactly the log-prob of another token in the base distribution.
+
+    Seen in the base side's stored top-k; a tie beyond it cannot change a class (the rank is then > 3
+    either way). With a float32 output layer ties are rare; with logits rounded to bfloat16 they are
+    common, and a rank of "tokens strictly more likely" counts each one as unshifted.
+    """
+    if not len(j.response_ids):
+        return np.zeros(0, dtype=bool)
+    same = (j.b_lp == j.aligned_logprob[:, None]) & (j.b_ids != j.a_ids[:, :1])
+    return same.any(axis=1)
 
 
 def curves_csv(prepared: dict) -> str:
@@ -323,8 +337,30 @@ def prepare_files(pair: str, i2i_path, i2b_path=None, out=None, tokenizer=None, 
     write_summary(out.with_suffix(".summary.json"), summary)
     store.atomic_write_bytes(out.with_suffix(".curves.csv"), curves_csv(prepared).encode())
     print(format_summary(summary))
+    warn_wrong_context(summary)
     log.info(f"wrote {out} (+ .summary.json, .curves.csv)")
     return out
+
+
+FIRST_MISMATCH_WARNING = 0.25
+
+
+def warn_wrong_context(summary: dict) -> None:
+    """Warn when the answer's first token is not the aligned model's top-1 in more than a quarter of the examples.
+
+    A greedy answer's first token is its model's top-1 under the prompt it was generated from; when
+    that fails for many answers at position 0 (and much less later), the context scored is not the one
+    the answers were generated under.
+    """
+    first = (summary.get("greedy_mismatch") or {}).get("first_position")
+    if first and first["examples"] and first["ratio"] > FIRST_MISMATCH_WARNING:
+        log.warning(
+            f"warning: in {first['mismatches']} of {first['examples']} examples ({100 * first['ratio']:.0f}%) the answer's "
+            "first token is not the aligned model's top-1: the scored context is probably not the one the answers were "
+            "generated under. Usual causes: answers generated under another prompt format or chat template, or a "
+            "tokenization boundary (a space token between prompt and answer; try the default --tokenization chat, and "
+            "output_ids from generate_outputs.py)"
+        )
 
 
 def load_prepared(path) -> dict:

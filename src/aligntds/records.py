@@ -49,7 +49,7 @@ MODE_KEYS = {
     "pair": ("base_prompt", "base_prompt_ids", "final_generated_text", *MODE_ARRAYS["pair"]),
 }
 # Meta keys that must agree between shards of one run (and between a shard and a re-run's settings).
-RUN_KEYS = ("model", "base_model", "mode", "dtype", "top_k", "template", "n_data", "data", "aligned", "vocab")
+RUN_KEYS = ("model", "base_model", "mode", "dtype", "top_k", "template", "tokenization", "n_data", "data", "aligned", "vocab")
 
 
 @lru_cache(maxsize=1)

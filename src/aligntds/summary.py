@@ -79,6 +79,7 @@ def summarize(prepared: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS
     pos = _concat(exs, lambda e: np.arange(len(e["response_ids"])), np.int64)
     rel = _concat(exs, lambda e: np.arange(len(e["response_ids"])) / max(len(e["response_ids"]), 1), np.float64)
     mismatch = _concat(exs, lambda e: e["greedy_mismatch"], bool)
+    tie = _concat(exs, lambda e: e.get("tie", np.zeros(len(e["response_ids"]), bool)), bool)
     n = len(cls)
     counts = {name: int((cls == c).sum()) for c, name in zip((UNSHIFTED, MARGINAL, SHIFTED), CLASS_NAMES)}
     max_pos = int(pos.max()) + 1 if n else 0
@@ -101,13 +102,24 @@ def summarize(prepared: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS
         "top_unshifted_tokens": _token_table(top1, cls, UNSHIFTED, prepared["tokens"], top_n),
         "by_position": {"absolute": by_abs, "relative": by_rel},
         "rank_unknown": int((rank < 0).sum()),
-        "greedy_mismatch": None if prepared["source"] == "reference" else {
-            "positions": int(mismatch.sum()),
-            "ratio": round(float(mismatch.mean()), 6) if n else 0.0,
-            "examples": int(sum(bool(e["greedy_mismatch"].any()) for e in exs)),
-        },
+        "ties": int(tie.sum()),
+        "greedy_mismatch": None if prepared["source"] == "reference" else _mismatch(exs, mismatch, pos),
         "models": {side: prepared["meta"][side].get("model") for side in ("i2i", "i2b")},
         "top_k": prepared["top_k"],
+    }
+
+
+def _mismatch(exs: list[dict], mismatch: np.ndarray, pos: np.ndarray) -> dict:
+    """Greedy mismatches (the answer token is not the aligned top-1): overall, at position 0, and after it."""
+    first = np.array([bool(e["greedy_mismatch"][0]) for e in exs if len(e["greedy_mismatch"])], dtype=bool)
+    rest = mismatch[pos > 0]
+    return {
+        "positions": int(mismatch.sum()),
+        "ratio": round(float(mismatch.mean()), 6) if len(mismatch) else 0.0,
+        "examples": int(sum(bool(e["greedy_mismatch"].any()) for e in exs)),
+        "first_position": {"examples": len(first), "mismatches": int(first.sum()),
+                           "ratio": round(float(first.mean()), 6) if len(first) else 0.0},
+        "rest_ratio": round(float(rest.mean()), 6) if len(rest) else 0.0,
     }
 
 
@@ -131,6 +143,12 @@ def format_summary(s: dict, tokens: int = 12) -> str:
     elif gm["positions"]:
         lines.append(f"  greedy mismatches: {gm['positions']:,} positions ({100 * gm['ratio']:.2f}%) in {gm['examples']} examples:"
                      " there the answer token is not the aligned model's top-1")
+        first = gm["first_position"]
+        lines.append(f"    at position 0: {first['mismatches']} of {first['examples']} examples ({100 * first['ratio']:.1f}%); "
+                     f"after it: {100 * gm['rest_ratio']:.2f}% of positions")
+    if s.get("ties"):
+        lines.append(f"  ties: at {s['ties']:,} positions the aligned top-1 has exactly the base log-prob of another token "
+                     "(ranks count only tokens strictly more likely)")
     if s.get("rank_unknown"):
         lines.append(f"  {s['rank_unknown']:,} positions have base ranks beyond the stored top-k (reference pickles): "
                      "left out of the mean base rank (too low) and base probability (too high) by position")

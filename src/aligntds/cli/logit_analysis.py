@@ -38,6 +38,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="recompute a shard that already exists (otherwise it is kept)")
     p.add_argument("--trust_remote_code", action="store_true", help="allow model code from the hub (runs that code)")
     p.add_argument("--attn_implementation", default=None, help="sdpa, eager, flash_attention_2 (default: the model's)")
+    p.add_argument("--tokenization", default="chat", choices=("chat", "reference"),
+                   help="chat (default): each model's own chat-format ids (one BOS, no stray space token before the answer, "
+                   "the data's output_ids when present); reference: the reference implementation's ids (double BOS, answer "
+                   "encoded alone), to reproduce published numbers")
     return p
 
 
