@@ -59,7 +59,10 @@ def test_clicking_a_shifted_token_shows_both_distributions(page, report):
     page.goto((report["html"] / f"{n}.html").as_uri())
     page.click(f'#answer .tok[data-t="{t}"]')
     rows = page.locator("#content table tr")
-    assert rows.count() == 11  # header + top-10
+    assert rows.count() == 12  # header + top-10 + both entropies
+    for side in ("base", "aligned"):  # shown in nats to 3 decimals
+        shown = page.inner_text(f"#content td.{side}-entropy").split()
+        assert shown[0] == "entropy" and shown[2] == "nats" and float(shown[1]) == pytest.approx(ex[f"{side}_entropy"][t], abs=1.1e-3)
     first = rows.nth(1)
     assert first.locator("td.base-token").inner_text() == visible(tokens[int(ex["base_top_ids"][t, 0])])
     assert first.locator("td.aligned-token").inner_text() == visible(tokens[int(ex["aligned_top_ids"][t, 0])])
@@ -112,6 +115,6 @@ def test_index_sorts_and_summary_renders(page, report):
     page.click("#examples tbody tr:first-child td:nth-child(2) a")
     assert page.url.endswith(".html") and page.locator("#answer").count() == 1
     page.goto((report["html"] / "summary.html").as_uri())
-    assert page.locator(".figure svg").count() == 3
+    assert page.locator(".figure svg").count() == 4  # class bars, two curves, entropy
     assert page.locator("#ratios tr").count() == 4
     assert page.problems == []
