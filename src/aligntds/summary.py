@@ -57,7 +57,7 @@ class Positions:
     base_entropy: np.ndarray  # float64 [N]
 
     @classmethod
-    def of(cls, examples: list[dict]) -> "Positions":
+    def of(cls, examples: list[dict]) -> Positions:
         def cat(get, dtype):
             parts = [np.asarray(get(ex), dtype=dtype) for ex in examples]
             return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
@@ -77,7 +77,7 @@ class Positions:
             base_entropy=cat(lambda e: e["base_entropy"], np.float64),
         )
 
-    def where(self, mask: np.ndarray) -> "Positions":
+    def where(self, mask: np.ndarray) -> Positions:
         """The positions where `mask` (bool [N]) holds."""
         return Positions(**{f.name: getattr(self, f.name)[mask] for f in fields(self)})
 
@@ -169,7 +169,7 @@ def entropy_section(P: Positions, tokens: dict, top_n: int = TOP_TOKENS, bins: i
     rest = known & ~high
     rows = []
     for k, idx in enumerate(_relative_bins(P, bins)):
-        rows.append({"bin": _bin_edges(k, bins), "count": int(len(idx)),
+        rows.append({"bin": _bin_edges(k, bins), "count": len(idx),
                      "mean_aligned_entropy": _mean(P.aligned_entropy[idx]), "mean_base_entropy": _mean(P.base_entropy[idx])})
     top1, shifted = P.top1[high], P.cls[high] == SHIFTED
     counts = Counter(top1.tolist())
