@@ -383,7 +383,7 @@ def chain(planted, tmp_path_factory):
     m = planted["models"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHON": sys.executable,
            "LOGITS_ROOT": str(tmp / "runs"), "OUT": str(tmp / "page"), "BASE_MODEL": str(m["base"]), "I2B_TEMPLATE": "",
-           "DATA_PREP_FLAGS": "--slice_by category"}
+           "DATA_PREP_FLAGS": "--slice_by category", "N_GPUS": "3"}
     stages = [f"s{k}={m[f's{k}']}" for k in (1, 2, 3)]
     done = subprocess.run(["bash", "scripts/run_chain.sh", "toy", str(planted["data"]), *stages], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
