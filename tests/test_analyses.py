@@ -189,12 +189,18 @@ def test_shifts_sit_on_high_entropy_positions(weak_runs, planted):
     assert p["forking_tokens"][0] == s["forking_tokens"][0]
 
 
-def test_reference_pickles_have_no_entropy(tmp_path):
+def test_reference_pickles_have_no_entropy(tmp_path, capsys):
     i2i = _reference_pickle(tmp_path / "i2i.pkl", [3, 2], lambda e, p: [7, 8, 9, 10])
     i2b = _reference_pickle(tmp_path / "i2b.pkl", [3, 2], lambda e, p: [1, 2, 3, 7])
     assert data_prep(["ref", str(i2i), str(i2b), "--out", str(tmp_path / "ref.pkl")]) == 0
     text = (tmp_path / "ref.summary.json").read_text()
     assert json.loads(text)["entropy"] is None and "NaN" not in text
+    old = load_prepared(tmp_path / "ref.pkl")
+    for key in ("spike_threshold", "slice_fields"):  # a file of an earlier data_prep
+        del old[key]
+    save_records(tmp_path / "old.pkl", [old])
+    assert generate_html(["ref", "--data", str(tmp_path / "old.pkl"), "--out", str(tmp_path / "h")]) == 2
+    assert "older data_prep" in capsys.readouterr().err
     assert np.isnan(load_prepared(tmp_path / "ref.pkl")["examples"][0]["aligned_entropy"]).all()
     assert generate_html(["ref", "--data", str(tmp_path / "ref.pkl"), "--out", str(tmp_path / "h")]) == 0
     assert "no entropy analysis" in (tmp_path / "h" / "summary.html").read_text()

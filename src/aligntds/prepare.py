@@ -26,7 +26,8 @@ Per example, per position (T positions; each a numpy array of length T):
     aligned_entropy   float32 [T]   entropy of the aligned distribution, nats (NaN for reference pickles)
     base_entropy      float32 [T]   entropy of the base distribution, nats (NaN for reference pickles)
     kl                float32 [T]   the KL named by `kl`: exact KL(P_base || P_aligned) from pair mode, else
-                                    KL@10 over the stored top-k (the reference's definition, metrics.py)
+                                    KL@10 over the stored top-k (the reference's definition, metrics.py: summed
+                                    over the tokens both lists share, so 0 where they share none)
     spike             bool [T]      kl > spike_threshold (the corpus mean of kl + 3 standard deviations)
     metrics           {"kl@10", ..., "tp@30": float32 [T]}   the reference's top-k metrics
     exact             {"kl_base_aligned", "kl_aligned_base", "js", "tv": float32 [T]}   pair mode only, else {}
@@ -56,7 +57,7 @@ import numpy as np
 from . import store
 from .data import QUERY_PLACEHOLDER, read_json_items
 from .errors import UserError
-from .metrics import shift_class, topk_metrics
+from .metrics import SHIFTED, shift_class, topk_metrics
 from .records import check_records
 
 log = logging.getLogger("aligntds")
@@ -349,8 +350,6 @@ def spike_threshold(examples: list[dict]) -> float | None:
 
 def add_example_measures(examples: list[dict], threshold: float | None) -> None:
     """Per example, in place: `spike` [T] and the scalars shifted_share, max_kl, mean_kl, first_shifted, spikes."""
-    from .metrics import SHIFTED
-
     for ex in examples:
         kl, t = ex["kl"], len(ex["cls"])
         ex["spike"] = kl > threshold if threshold is not None else np.zeros(t, bool)
