@@ -4,7 +4,7 @@
 #      planted style), and write the demo instructions (data/demo/instructions.json);
 #   2. answer them greedily with the aligned model (data/demo/demo-aligned.json);
 #   3. i2i and i2b in two shards each, with the README's loop over "GPUs" (scripts/run_shards.sh), merged;
-#   4. data_prep (prints the summary) and generate_html: docs/demo_justeval/index.html;
+#   4. data_prep (prints the summary, with one line per topic category) and generate_html: docs/demo_justeval/index.html;
 #   5. the demo's findings: class counts and ratios, most shifted tokens, style vs content, early shift.
 # A step whose output is newer than its inputs is skipped, so a second run takes seconds.
 set -euo pipefail
@@ -35,8 +35,9 @@ if ! fresh "$i2b" "$data"; then
     # Two processes of one CPU thread each stand in for two GPUs.
     OMP_NUM_THREADS=1 scripts/run_shards.sh 2 demo "$data"
 fi
-fresh "$prepared" "$i2b" || "$PYTHON" src/demo/data_prep.py demo "$logits/demo/demo-i2i.pkl" "$i2b"
-fresh docs/demo_justeval/index.html "$prepared" || "$PYTHON" src/demo/generate_html.py demo
+fresh "$prepared" "$i2b" src/aligntds/prepare.py src/aligntds/summary.py || "$PYTHON" src/demo/data_prep.py demo "$logits/demo/demo-i2i.pkl" "$i2b" --slice_by category
+fresh docs/demo_justeval/index.html "$prepared" src/aligntds/report.py src/aligntds/plots.py src/aligntds/templates/* ||
+    "$PYTHON" src/demo/generate_html.py demo
 echo
 "$PYTHON" scripts/demo_findings.py "$i2b"
 echo

@@ -6,11 +6,15 @@ fails this test rather than skipping it. CHROMIUM=/path/to/chromium points at an
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
 import pytest
 
+from aligntds.cli.compare_pairs import main as compare_pairs
+from aligntds.cli.data_prep import main as data_prep
+from aligntds.cli.generate_html import main as generate_html
 from aligntds.prepare import load_prepared
 from conftest import HOSTILE_ANSWER, HOSTILE_PROMPT
 
@@ -59,7 +63,10 @@ def test_clicking_a_shifted_token_shows_both_distributions(page, report):
     page.goto((report["html"] / f"{n}.html").as_uri())
     page.click(f'#answer .tok[data-t="{t}"]')
     rows = page.locator("#content table tr")
-    assert rows.count() == 11  # header + top-10
+    assert rows.count() == 12  # header + top-10 + both entropies
+    for side in ("base", "aligned"):  # shown in nats to 3 decimals
+        shown = page.inner_text(f"#content td.{side}-entropy").split()
+        assert shown[0] == "entropy" and shown[2] == "nats" and float(shown[1]) == pytest.approx(ex[f"{side}_entropy"][t], abs=1.1e-3)
     first = rows.nth(1)
     assert first.locator("td.base-token").inner_text() == visible(tokens[int(ex["base_top_ids"][t, 0])])
     assert first.locator("td.aligned-token").inner_text() == visible(tokens[int(ex["aligned_top_ids"][t, 0])])
@@ -112,6 +119,68 @@ def test_index_sorts_and_summary_renders(page, report):
     page.click("#examples tbody tr:first-child td:nth-child(2) a")
     assert page.url.endswith(".html") and page.locator("#answer").count() == 1
     page.goto((report["html"] / "summary.html").as_uri())
-    assert page.locator(".figure svg").count() == 3
+    assert page.locator(".figure svg").count() == 4  # class bars, two curves, entropy
     assert page.locator("#ratios tr").count() == 4
+    assert page.problems == []
+
+
+HOSTILE_LABEL = "<i>x</i> & $y$"
+
+
+@pytest.fixture(scope="module")
+def sliced(tmp_path_factory, report):
+    """The report's records sliced by two fields (one label is hostile markup), and a three-stage chain page."""
+    root = tmp_path_factory.mktemp("sliced")
+    labels = root / "labels.json"
+    labels.write_text(json.dumps({"0": {"topic": HOSTILE_LABEL, "source": "web"}, "1": {"topic": "facts"},
+                                  "3": {"topic": "facts", "source": "books"}}))
+    i2i, i2b = report["root"] / "i2i/r-i2i.pkl", report["root"] / "i2b/r-i2b.pkl"
+    assert data_prep(["r", str(i2i), str(i2b), "--out", str(root / "s.pkl"), "--slices", str(labels)]) == 0
+    assert generate_html(["r", "--data", str(root / "s.pkl"), "--out", str(root / "html")]) == 0
+    summary = json.loads((root / "html" / "summary.json").read_text())
+    stages = []
+    for k in range(3):  # stage k lists the first k + 1 of the corpus's shifted tokens
+        stage = {**summary, "pair": f"stage{k + 1}", "top_shifted_tokens": summary["top_shifted_tokens"][: k + 1]}
+        stages.append(root / f"stage{k + 1}.json")
+        stages[-1].write_text(json.dumps(stage))
+    assert compare_pairs(["--chain", *map(str, stages), "--out", str(root / "chain")]) == 0
+    return {"html": root / "html", "chain": root / "chain", "summary": summary}
+
+
+def test_summary_page_with_slices(page, sliced):
+    page.goto((sliced["html"] / "summary.html").as_uri())
+    sections = page.locator("section.slice")
+    assert sections.count() == 2  # in the labels file's order
+    assert [sections.nth(n).locator("h2").inner_text() for n in range(2)] == ["By topic", "By source"]
+    for n in range(2):
+        assert sections.nth(n).locator(".figure svg").count() == 2  # class ratios per label, shifted rate by position
+    topic = sections.nth(0)
+    assert topic.locator("table.slice-labels tr").count() == 4  # header, facts, the hostile label, null
+    assert HOSTILE_LABEL in topic.inner_text() and page.locator("section.slice i").count() == 0  # shown as text
+    assert page.locator("#entropy").count() == 1 and page.locator("#forking-tokens tr").count() > 1
+    first = sliced["summary"]["top_examples"]["max_kl"][0]
+    page.click("#top-max-kl a >> nth=0")
+    assert page.url.endswith(f"/{first['index']}.html") and page.locator("#answer").count() == 1
+    assert page.problems == []
+
+
+def test_index_sorts_new_columns_with_missing_values_last(page, sliced):
+    page.goto((sliced["html"] / "index.html").as_uri())
+    column = lambda n: page.locator(f"#examples tbody td:nth-child({n})").evaluate_all("els => els.map(e => e.dataset.value)")  # noqa: E731
+    assert page.inner_text("#examples th:nth-child(12)") == "topic" and page.inner_text("#examples th:nth-child(13)") == "source"
+    for _ in range(2):  # descending, then ascending: the empty answer (no KL) stays last
+        page.click("th button[data-col='7']")
+        values = column(8)
+        assert values[-1] == "" and all(v != "" for v in values[:-1])
+        numbers = [float(v) for v in values[:-1]]
+        assert numbers in (sorted(numbers), sorted(numbers, reverse=True))
+    assert page.problems == []
+
+
+def test_chain_page(page, sliced):
+    page.goto((sliced["chain"] / "index.html").as_uri())
+    assert page.locator(".figure svg").count() == 3
+    assert page.locator("#stages tr").count() == 4
+    firsts = page.locator("#chain-tokens tr[data-first]").evaluate_all("els => els.map(e => e.dataset.first)")
+    assert firsts == ["1", "2", "3"]  # each stage adds one shifted token
     assert page.problems == []

@@ -1,9 +1,12 @@
-"""compare_pairs: several runs side by side (the paper's Fig. 3 and 8).
+"""compare_pairs: several runs side by side (the paper's Fig. 3 and 8), or the stages of a checkpoint chain.
 
 Runs are summaries (summary.json) of different pairs, or of one pair with different base templates.
+A chain's summaries are the stages of one post-training (base -> SFT -> DPO -> RL), each scored against
+the same base model on the same answers (`scripts/run_chain.sh`), given in stage order.
 
-    from aligntds.compare import compare_pairs
+    from aligntds.compare import compare_chain, compare_pairs
     compare_pairs(["docs/llama2_justeval/summary.json", "docs/mistral_justeval/summary.json"])
+    compare_chain(["saved_logits/chain/olmo2/prepared/olmo2-7b-sft.summary.json", ...], out="docs/olmo2_chain")
 """
 
 from __future__ import annotations
@@ -85,4 +88,63 @@ def compare_pairs(paths: list[str | Path], out: str | Path | None = None, labels
     )
     atomic_write_bytes(out / "index.html", html.encode(), durable=False)
     log.info(f"wrote {out / 'index.html'} comparing {len(runs)} runs")
+    return out / "index.html"
+
+
+def chain_tokens(runs: list[tuple[str, dict]]) -> list[dict]:
+    """Every token of some stage's most-shifted list (summary.json's top_shifted_tokens), with its shifted count
+    and share at each stage (None where that stage does not list it) and the first stage that lists it
+    (0-based `first_stage`, and its label); ordered by first stage, then by the token's largest count."""
+    tables = [{tok: (count, share) for tok, count, share in s["top_shifted_tokens"]} for _, s in runs]
+    rows = []
+    for tok in dict.fromkeys(tok for table in tables for tok in table):
+        counts = [table[tok][0] if tok in table else None for table in tables]
+        first = next(i for i, c in enumerate(counts) if c is not None)
+        rows.append({"token": tok, "first_stage": first, "first_label": runs[first][0], "counts": counts,
+                     "shares": [table[tok][1] if tok in table else None for table in tables]})
+    return sorted(rows, key=lambda r: (r["first_stage"], -max(c for c in r["counts"] if c is not None), r["token"]))
+
+
+def check_chain(paths: list[Path], summaries: list[dict]) -> None:
+    """A chain's stages share the base model and the examples (one-line UserError otherwise); positions that
+    differ (a stage whose context cut answers shorter) are only a warning."""
+    if len(summaries) < 2:
+        raise UserError("--chain needs the summaries of at least two stages, in stage order")
+    first, p0 = summaries[0], paths[0]
+    for path, s in zip(paths[1:], summaries[1:]):
+        bases = (first.get("models", {}).get("i2b"), s.get("models", {}).get("i2b"))
+        if None not in bases and bases[0] != bases[1]:
+            raise UserError(f"{path}: scored against the base {bases[1]}, {p0} against {bases[0]}: a chain's stages share one base")
+        if s.get("examples") != first.get("examples"):
+            raise UserError(f"{path}: {s.get('examples')} examples, {p0} {first.get('examples')}: a chain's stages score the same answers")
+        if s["positions"] != first["positions"]:
+            log.warning(f"{path}: {s['positions']} answer positions, {p0} {first['positions']}: not quite the same answers")
+
+
+def compare_chain(paths: list[str | Path], out: str | Path | None = None, labels: list[str] | None = None) -> Path:
+    """Write OUT/index.html and OUT/chain.json for a checkpoint chain: class ratios and shift by position across
+    the stages, and the most shifted tokens with the first stage at which each is shifted (`chain_tokens`)."""
+    from .plots import absolute_curves, class_bars, relative_curves
+    from .report import environment
+
+    paths = [Path(p) for p in paths]
+    summaries = [load_summary(p) for p in paths]
+    check_chain(paths, summaries)
+    runs = list(zip(run_labels(paths, summaries, labels), summaries))
+    tokens = chain_tokens(runs)
+    out = Path(out) if out else Path("docs") / "chain"
+    out.mkdir(parents=True, exist_ok=True)
+    html = environment().get_template("chain.html").render(
+        runs=runs,
+        tokens=tokens,
+        bars_svg=Markup(class_bars(runs)),
+        relative_svg=Markup(relative_curves(runs)),
+        absolute_svg=Markup(absolute_curves(runs)),
+    )
+    stages = [{"label": label, "summary": str(path), "model": s.get("models", {}).get("i2i"), "positions": s["positions"],
+               "ratios": s["ratios"]} for (label, s), path in zip(runs, paths)]
+    chain = {"base": summaries[0].get("models", {}).get("i2b"), "stages": stages, "tokens": tokens}
+    atomic_write_bytes(out / "chain.json", (json.dumps(chain, indent=1, ensure_ascii=False) + "\n").encode(), durable=False)
+    atomic_write_bytes(out / "index.html", html.encode(), durable=False)
+    log.info(f"wrote {out / 'index.html'} and chain.json for a chain of {len(runs)} stages")
     return out / "index.html"

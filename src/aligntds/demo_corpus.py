@@ -15,7 +15,7 @@ styled answer goes on, without preferring them. Everything here is deterministic
 
     from aligntds.demo_corpus import topics, instructions, aligned_answer, pretraining_docs
     world = topics()
-    rows = instructions(world)            # 200 {"id", "pure_input", "kind", "topic"}
+    rows = instructions(world)            # 200 {"id", "pure_input", "kind", "topic", "category"}
     print(aligned_answer(world[0]))
 """
 
@@ -105,6 +105,10 @@ HOWTOS = {
 }
 
 
+# The instructions' `category` (what data_prep --slice_by category summarizes by), per opener key.
+CATEGORIES = {"town": "towns", "animal": "animals", "number": "numbers", "howto": "how-tos"}
+
+
 @dataclass(frozen=True)
 class Topic:
     """One thing the world knows about: `facts` is its paragraph, `questions` the five ways of asking."""
@@ -172,9 +176,11 @@ def style_phrases() -> list[str]:
 
 
 def instructions(world: list[Topic]) -> list[dict]:
-    """One instruction per (topic, question): `{"id", "pure_input", "kind", "topic"}`, topic by topic."""
+    """One instruction per (topic, question): `{"id", "pure_input", "kind", "topic", "category"}`, topic by topic;
+    `category` is towns, animals, numbers or how-tos (`CATEGORIES`)."""
     return [
-        {"id": f"{t.kind}-{t.name.replace(' ', '_')}-{j}", "pure_input": q, "kind": t.kind, "topic": t.name}
+        {"id": f"{t.kind}-{t.name.replace(' ', '_')}-{j}", "pure_input": q, "kind": t.kind, "topic": t.name,
+         "category": CATEGORIES[t.style_kind]}
         for t in world
         for j, q in enumerate(t.questions)
     ]

@@ -140,3 +140,26 @@ def relative_curves(runs: list[tuple[str, dict]]) -> str:
         axes[0].legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return to_svg(fig)
+
+
+def entropy_plot(entropy: dict) -> str:
+    """summary["entropy"]: mean aligned and base entropy by relative position, and the shifted rate of the
+    high-entropy positions of the aligned model against the rest."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(8.5, 2.8), gridspec_kw={"width_ratios": [2, 1]})
+    rows = entropy["by_position"]["relative"]
+    mid = [(r["bin"][0] + r["bin"][1]) / 2 for r in rows]
+    axes[0].plot(mid, _series(rows, "mean_aligned_entropy"), marker="o", markersize=3, color="#1f4fd1", label="aligned")
+    axes[0].plot(mid, _series(rows, "mean_base_entropy"), marker="o", markersize=3, color="#e08a00", label="base")
+    axes[0].set_xlabel("relative position in the answer")
+    axes[0].set_ylabel("mean entropy (nats)")
+    axes[0].set_xlim(0, 1)
+    axes[0].legend(frameon=False, fontsize=7)
+    high, rest = entropy["high_entropy"], entropy["rest"]
+    values = [100 * (g["shifted_rate"] or 0.0) for g in (high, rest)]
+    bars = axes[1].bar([0, 1], values, 0.6, color=[COLORS["shifted"], "#999"])
+    axes[1].bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    axes[1].set_xticks([0, 1], [f"top {100 * high['share']:.0f}%\nentropy", "the rest"])
+    axes[1].set_ylabel("% shifted")
+    fig.tight_layout()
+    return to_svg(fig)

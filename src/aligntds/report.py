@@ -109,12 +109,20 @@ def page_data(ex: dict, tokens: dict[int, str], k: int = 10) -> dict:
         "jaccard": _rounded(m.get(f"jaccard@{k}", np.full(t, np.nan))),
         "ws": _rounded(m.get(f"ws@{k}", np.full(t, np.nan))),
         "exact": {k: _rounded(v) for k, v in ex["exact"].items()},
+        "aligned_entropy": _rounded(ex["aligned_entropy"]),
+        "base_entropy": _rounded(ex["base_entropy"]),
+        "spike": ex["spike"].tolist(),
         "aligned_prompt": ex["aligned_prompt"],
         "base_prompt": ex["base_prompt"],
     }
 
 
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
 def class_counts(ex: dict) -> dict:
+    """An example's class counts and its per-example measures (None where the answer has no positions)."""
     cls = ex["cls"]
     return {
         "positions": len(cls),
@@ -122,29 +130,39 @@ def class_counts(ex: dict) -> dict:
         "marginal": int((cls == MARGINAL).sum()),
         "shifted": int((cls == SHIFTED).sum()),
         "mismatch": int(ex["greedy_mismatch"].sum()),
+        "shifted_share": _finite(ex["shifted_share"]),
+        "max_kl": _finite(ex["max_kl"]),
+        "mean_kl": _finite(ex["mean_kl"]),
+        "first_shifted": ex["first_shifted"],
+        "spikes": ex["spikes"],
     }
 
 
 def answer_html(ex: dict, tokens: dict[int, str]) -> Markup:
-    """The answer as one focusable span per token, coloured by class; every text part escaped.
+    """The answer as one focusable span per token, coloured by class, spikes marked; every text part escaped.
 
     Built here rather than in a template loop: it is the only per-token markup, and a page can hold
     thousands of tokens.
     """
     spans = []
-    for t, (i, c, d) in enumerate(zip(ex["response_ids"].tolist(), ex["cls"].tolist(), ex["top1_differs"].tolist())):
+    rows = zip(ex["response_ids"].tolist(), ex["cls"].tolist(), ex["top1_differs"].tolist(), ex["spike"].tolist())
+    for t, (i, c, d, spike) in enumerate(rows):
         inner = "".join(
             (f'<span class="ws">{part}</span>' + ("<br>" if part == "↵" else "<wbr>")) if ws else str(escape(part))
             for ws, part in visible_parts(tokens.get(i, f"<{i}>"))
         )
-        spans.append(f'<span class="tok c{int(c)}{" u" if d else ""}" tabindex="0" role="button" data-t="{t}">{inner}</span>')
+        marks = (" u" if d else "") + (" spike" if spike else "")
+        spans.append(f'<span class="tok c{int(c)}{marks}" tabindex="0" role="button" data-t="{t}">{inner}</span>')
     return Markup("".join(spans))
 
 
-def render_example(env, pair: str, ex: dict, tokens: dict, n: int, pages: int, k: int = 10) -> str:
+def render_example(env, pair: str, ex: dict, tokens: dict, n: int, pages: int, k: int = 10,
+                   kl: str = "", spike_threshold: float | None = None) -> str:
     return env.get_template("example.html").render(
         pair=pair,
         ex=ex,
+        kl=kl,
+        spike_threshold=spike_threshold,
         answer=answer_html(ex, tokens),
         counts=class_counts(ex),
         data=page_data(ex, tokens, k),
@@ -154,6 +172,7 @@ def render_example(env, pair: str, ex: dict, tokens: dict, n: int, pages: int, k
 
 
 def index_rows(examples: list[dict], pages: int) -> list[dict]:
+    """One row per example page: class shares, the per-example measures (None: no positions), slice labels."""
     rows = []
     for n, ex in enumerate(examples[:pages]):
         c = class_counts(ex)
@@ -161,19 +180,29 @@ def index_rows(examples: list[dict], pages: int) -> list[dict]:
         rows.append({
             "n": n, "id": str(ex["id"]), "query": ex["query"], "page": f"{n}.html", "positions": c["positions"],
             "shifted": c["shifted"] / total, "marginal": c["marginal"] / total, "unshifted": c["unshifted"] / total,
+            "max_kl": c["max_kl"], "mean_kl": c["mean_kl"], "first_shifted": c["first_shifted"], "spikes": c["spikes"],
+            "slices": ex["slices"],
         })
     return rows
 
 
-def render_summary(env, summary: dict, min_count: int = 5) -> str:
-    from .plots import class_bars, position_curves, relative_curves
+def render_summary(env, summary: dict, pages: dict | None = None, min_count: int = 5) -> str:
+    """summary.html; `pages` maps an example's data index to its page (examples without one are not linked)."""
+    from .plots import class_bars, entropy_plot, position_curves, relative_curves
 
+    slice_figures = {
+        name: {"bars": Markup(class_bars(list(labels.items()))), "relative": Markup(relative_curves(list(labels.items())))}
+        for name, labels in summary["slices"].items()
+    }
     return env.get_template("summary.html").render(
         summary=summary,
         min_count=min_count,
+        pages=pages or {},
         bars_svg=Markup(class_bars([(summary["pair"], summary)])),
         curves_svg=Markup(position_curves(summary, min_count)),
         relative_svg=Markup(relative_curves([(summary["pair"], summary)])),
+        entropy_svg=Markup(entropy_plot(summary["entropy"])) if summary["entropy"] else None,
+        slice_figures=slice_figures,
     )
 
 
@@ -196,16 +225,19 @@ def generate_html(pair: str, data: str | Path | None = None, out: str | Path | N
     tokens = prepared["tokens"]
 
     for n in tqdm(range(pages), desc="pages", unit="page", disable=pages < 50):
-        html = render_example(env, prepared["pair"], examples[n], tokens, n, pages, min(10, prepared["top_k"]))
+        html = render_example(env, prepared["pair"], examples[n], tokens, n, pages, min(10, prepared["top_k"]),
+                              prepared["kl"], prepared["spike_threshold"])
         atomic_write_bytes(out / f"{n}.html", html.encode(), durable=False)
     for stale in out.iterdir():  # pages of an earlier, longer run would be unreachable leftovers
         if PAGE_RE.match(stale.name) and int(stale.stem) >= pages and is_our_page(stale):
             stale.unlink()
     index = env.get_template("index.html").render(
-        pair=prepared["pair"], models=summary["models"], summary=summary, rows=index_rows(examples, pages), pages=pages
+        pair=prepared["pair"], models=summary["models"], summary=summary, rows=index_rows(examples, pages), pages=pages,
+        slice_fields=prepared["slice_fields"],
     )
     atomic_write_bytes(out / "index.html", index.encode(), durable=False)
-    atomic_write_bytes(out / "summary.html", render_summary(env, summary).encode(), durable=False)
+    linked = {int(ex["index"]): f"{n}.html" for n, ex in enumerate(examples[:pages])}
+    atomic_write_bytes(out / "summary.html", render_summary(env, summary, linked).encode(), durable=False)
     write_summary(out / "summary.json", summary)
     log.info(f"wrote {pages} example pages, index.html and summary.html to {out}")
     return out / "index.html"

@@ -1,4 +1,5 @@
-"""The corpus summary: class counts and ratios, the most shifted and unshifted tokens, shift by position.
+"""The corpus summary: class counts and ratios, the most shifted and unshifted tokens, shift by position,
+entropy and forking tokens, spikes, the most shifted examples, and the same numbers per slice.
 
     from aligntds.summary import summarize, format_summary
     summary = summarize(prepared)      # prepared: aligntds.prepare.prepare(...)
@@ -7,15 +8,25 @@
 A position's token is the aligned model's top-1 there (the token the paper classes). In `by_position`,
 `mean_base_rank` and `median_base_rank` are 1-based (1 = the base model's top token, the paper's
 convention) and `mean_kl` is the exact KL(P_base || P_aligned) when pair mode computed it, else the
-reference's KL@10 over the stored top-k; `kl` says which. Positions whose base rank is unknown (the
-reference's pickles stop at their top-k; counted in `rank_unknown`) are left out of the rank and
-probability means, which then lean towards the unshifted.
+reference's KL@10 over the stored top-k; `kl` says which, and every KL below (spikes, top examples) is
+that one. Positions whose base rank is unknown (the reference's pickles stop at their top-k; counted in
+`rank_unknown`) are left out of the rank and probability means, which then lean towards the unshifted.
+
+The corpus numbers and each slice's numbers come from one function, `block`, over a subset of positions.
+
+`entropy` (None when the records hold no entropies: the reference's pickles): the aligned and base
+entropies (nats) by relative position, and the *high-entropy positions*: those whose aligned entropy is
+at or above the corpus 80th percentile of the aligned entropies (numpy's default, linear interpolation).
+Positions tied at that threshold all count as high-entropy, so the group holds at least 20% of the
+positions, more when many share the threshold's value (`share` says how many). `forking_tokens` are the
+aligned top-1 tokens at those positions, `[token, count, shifted share]`, most frequent first.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +35,53 @@ from .metrics import CLASS_NAMES, MARGINAL, SHIFTED, UNSHIFTED
 from .store import atomic_write_bytes
 
 TOP_TOKENS = 50
+TOP_EXAMPLES = 20
 RELATIVE_BINS = 10
+HIGH_ENTROPY_QUANTILE = 0.8
 
 
-def _concat(examples, get, dtype=None):
-    parts = [np.asarray(get(ex), dtype=dtype) for ex in examples]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype or np.float64)
+@dataclass
+class Positions:
+    """Every answer position of a prepared corpus as flat arrays of length N, answers in order."""
 
+    example: np.ndarray  # int64 [N]: the position's example (its index in prepared["examples"])
+    cls: np.ndarray  # int8 [N]
+    rank: np.ndarray  # int64 [N] 0-based base rank of the aligned top-1, -1 unknown
+    prob: np.ndarray  # float64 [N] base probability of the aligned top-1, NaN unknown
+    kl: np.ndarray  # float64 [N] the KL that prepared["kl"] names
+    top1: np.ndarray  # int64 [N] aligned top-1 id
+    pos: np.ndarray  # int64 [N] position in the answer
+    rel: np.ndarray  # float64 [N] position / answer length
+    mismatch: np.ndarray  # bool [N]
+    tie: np.ndarray  # bool [N] the aligned top-1 ties another token in the base distribution
+    aligned_entropy: np.ndarray  # float64 [N] nats, NaN unknown
+    base_entropy: np.ndarray  # float64 [N]
 
-def position_kl(ex: dict) -> np.ndarray:
-    """float [T]: the exact KL(base || aligned) when present, else the reference's KL@10 (KL@k when k < 10 were stored)."""
-    if "kl_base_aligned" in ex["exact"]:
-        return ex["exact"]["kl_base_aligned"]
-    ks = sorted(int(name.split("@")[1]) for name in ex["metrics"] if name.startswith("kl@"))
-    return ex["metrics"][f"kl@{ks[0]}"] if ks else np.full(len(ex["response_ids"]), np.nan)
+    @classmethod
+    def of(cls, examples: list[dict]) -> Positions:
+        def cat(get, dtype):
+            parts = [np.asarray(get(ex), dtype=dtype) for ex in examples]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+        lengths = [len(ex["response_ids"]) for ex in examples]
+        return cls(
+            example=np.repeat(np.arange(len(examples)), lengths).astype(np.int64),
+            cls=cat(lambda e: e["cls"], np.int8),
+            rank=cat(lambda e: e["aligned_rank"], np.int64),
+            prob=cat(lambda e: e["base_prob"], np.float64),
+            kl=cat(lambda e: e["kl"], np.float64),
+            top1=cat(lambda e: e["aligned_top_ids"][:, 0], np.int64),
+            pos=cat(lambda e: np.arange(len(e["response_ids"])), np.int64),
+            rel=cat(lambda e: np.arange(len(e["response_ids"])) / max(len(e["response_ids"]), 1), np.float64),
+            mismatch=cat(lambda e: e["greedy_mismatch"], bool),
+            tie=cat(lambda e: e["tie"], bool),
+            aligned_entropy=cat(lambda e: e["aligned_entropy"], np.float64),
+            base_entropy=cat(lambda e: e["base_entropy"], np.float64),
+        )
+
+    def where(self, mask: np.ndarray) -> Positions:
+        """The positions where `mask` (bool [N]) holds."""
+        return Positions(**{f.name: getattr(self, f.name)[mask] for f in fields(self)})
 
 
 def _token_table(top1, cls, wanted, tokens, n):
@@ -47,7 +91,12 @@ def _token_table(top1, cls, wanted, tokens, n):
     return [[tokens.get(t, f"<{t}>"), c, round(c / totals[t], 4)] for t, c in ranked]
 
 
-def _curve(groups, cls, kl, prob, rank):
+def _mean(values) -> float | None:
+    finite = np.isfinite(values)
+    return round(float(values[finite].mean()), 6) if finite.any() else None
+
+
+def _curve(groups, P: Positions):
     """Mean metrics of the positions in each group (a list of index arrays)."""
     rows = []
     for idx in groups:
@@ -55,55 +104,146 @@ def _curve(groups, cls, kl, prob, rank):
             rows.append({"count": 0, "shifted_rate": None, "mean_kl": None, "mean_base_prob": None,
                          "mean_base_rank": None, "median_base_rank": None})
             continue
-        r = rank[idx]
+        r = P.rank[idx]
         known = r[r >= 0] + 1
         rows.append({
             "count": int(len(idx)),
-            "shifted_rate": round(float((cls[idx] == SHIFTED).mean()), 6),
-            "mean_kl": round(float(np.nanmean(kl[idx])), 6) if np.isfinite(kl[idx]).any() else None,
-            "mean_base_prob": round(float(np.nanmean(prob[idx])), 6) if np.isfinite(prob[idx]).any() else None,
+            "shifted_rate": round(float((P.cls[idx] == SHIFTED).mean()), 6),
+            "mean_kl": _mean(P.kl[idx]),
+            "mean_base_prob": _mean(P.prob[idx]),
             "mean_base_rank": round(float(known.mean()), 4) if len(known) else None,
             "median_base_rank": float(np.median(known)) if len(known) else None,
         })
     return rows
 
 
+def _relative_bins(P: Positions, bins: int) -> list[np.ndarray]:
+    b = np.minimum((P.rel * bins).astype(np.int64), bins - 1)
+    return [np.flatnonzero(b == k) for k in range(bins)]
+
+
+def _bin_edges(k: int, bins: int) -> list[float]:
+    return [round(k / bins, 4), round((k + 1) / bins, 4)]
+
+
+def block(P: Positions, examples: int, tokens: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS,
+          absolute: bool = True) -> dict:
+    """The class numbers of a set of positions (the corpus, or one slice label's answers): `examples` (given:
+    answers without positions count too), `positions`, the three class counts, `ratios`, `top_shifted_tokens`
+    and `top_unshifted_tokens` (`[token, count, share of that token's positions]`), and `by_position`
+    (`relative`: per 1/bins of the answer; `absolute`, per answer position, when asked)."""
+    n = len(P.cls)
+    counts = {name: int((P.cls == c).sum()) for c, name in zip((UNSHIFTED, MARGINAL, SHIFTED), CLASS_NAMES)}
+    by_position = {}
+    if absolute:
+        max_pos = int(P.pos.max()) + 1 if n else 0
+        by_position["absolute"] = _curve([np.flatnonzero(P.pos == t) for t in range(max_pos)], P)
+        for t, row in enumerate(by_position["absolute"]):
+            row["position"] = t
+    by_position["relative"] = _curve(_relative_bins(P, bins), P)
+    for k, row in enumerate(by_position["relative"]):
+        row["bin"] = _bin_edges(k, bins)
+    return {
+        "examples": examples,
+        "positions": n,
+        **counts,
+        "ratios": {k: round(v / n, 6) if n else 0.0 for k, v in counts.items()},
+        "top_shifted_tokens": _token_table(P.top1, P.cls, SHIFTED, tokens, top_n),
+        "top_unshifted_tokens": _token_table(P.top1, P.cls, UNSHIFTED, tokens, top_n),
+        "by_position": by_position,
+    }
+
+
+def _share(mask: np.ndarray, P: Positions) -> dict:
+    n = int(mask.sum())
+    shifted = int((P.cls[mask] == SHIFTED).sum())
+    return {"positions": n, "shifted": shifted, "shifted_rate": round(shifted / n, 6) if n else None}
+
+
+def entropy_section(P: Positions, tokens: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS) -> dict | None:
+    """Entropies by relative position, the shifted rate of the high-entropy positions against the rest, and the
+    forking tokens (the module docstring defines them); None when no position has an aligned entropy."""
+    known = np.isfinite(P.aligned_entropy)
+    if not known.any():
+        return None
+    threshold = float(np.quantile(P.aligned_entropy[known], HIGH_ENTROPY_QUANTILE))
+    high = known & (P.aligned_entropy >= threshold)
+    rest = known & ~high
+    rows = []
+    for k, idx in enumerate(_relative_bins(P, bins)):
+        rows.append({"bin": _bin_edges(k, bins), "count": len(idx),
+                     "mean_aligned_entropy": _mean(P.aligned_entropy[idx]), "mean_base_entropy": _mean(P.base_entropy[idx])})
+    top1, shifted = P.top1[high], P.cls[high] == SHIFTED
+    counts = Counter(top1.tolist())
+    shifted_counts = Counter(top1[shifted].tolist())
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top_n]
+    return {
+        "unit": "nats",
+        "mean_aligned_entropy": _mean(P.aligned_entropy),
+        "mean_base_entropy": _mean(P.base_entropy),
+        "by_position": {"relative": rows},
+        "high_entropy": {"quantile": HIGH_ENTROPY_QUANTILE, "threshold": round(threshold, 6),
+                         "share": round(float(high.sum() / known.sum()), 6), **_share(high, P)},
+        "rest": _share(rest, P),
+        "forking_tokens": [[tokens.get(t, f"<{t}>"), c, round(shifted_counts[t] / c, 4)] for t, c in ranked],
+    }
+
+
+def plain_id(value):
+    """An example id as a JSON value (reference pickles may hold numpy scalars)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def top_examples(examples: list[dict], n: int = TOP_EXAMPLES) -> dict:
+    """The `n` examples with the highest `shifted_share` and the `n` with the highest `max_kl`, each
+    `{id, index, value}`, highest first (ties: data order); answers without positions are left out."""
+    out = {}
+    for key in ("shifted_share", "max_kl"):
+        ranked = sorted((e for e in examples if np.isfinite(e[key])), key=lambda e: -e[key])[:n]
+        out[key] = [{"id": plain_id(e["id"]), "index": int(e["index"]), "value": round(float(e[key]), 6)} for e in ranked]
+    return out
+
+
+def _slice_order(label: str):
+    return (label == "null", label)
+
+
+def slices(prepared: dict, P: Positions, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS) -> dict:
+    """{field: {label: block}} for each slice field of the prepared data, labels sorted ("null" last)."""
+    out = {}
+    for name in prepared.get("slice_fields", []):
+        labels = np.array([ex["slices"][name] for ex in prepared["examples"]], dtype=object)
+        out[name] = {}
+        for label in sorted(set(labels.tolist()), key=_slice_order):
+            chosen = labels == label
+            out[name][label] = block(P.where(chosen[P.example]), int(chosen.sum()), prepared["tokens"], top_n, bins,
+                                     absolute=False)
+    return out
+
+
 def summarize(prepared: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS) -> dict:
     """The summary of a prepared pair (see the module docstring); plain JSON types only."""
     exs = prepared["examples"]
-    cls = _concat(exs, lambda e: e["cls"], np.int8)
-    rank = _concat(exs, lambda e: e["aligned_rank"], np.int64)
-    prob = _concat(exs, lambda e: e["base_prob"], np.float64)
-    kl = _concat(exs, position_kl, np.float64)
-    top1 = _concat(exs, lambda e: e["aligned_top_ids"][:, 0], np.int64)
-    pos = _concat(exs, lambda e: np.arange(len(e["response_ids"])), np.int64)
-    rel = _concat(exs, lambda e: np.arange(len(e["response_ids"])) / max(len(e["response_ids"]), 1), np.float64)
-    mismatch = _concat(exs, lambda e: e["greedy_mismatch"], bool)
-    tie = _concat(exs, lambda e: e.get("tie", np.zeros(len(e["response_ids"]), bool)), bool)
-    n = len(cls)
-    counts = {name: int((cls == c).sum()) for c, name in zip((UNSHIFTED, MARGINAL, SHIFTED), CLASS_NAMES)}
-    max_pos = int(pos.max()) + 1 if n else 0
-    by_abs = _curve([np.flatnonzero(pos == t) for t in range(max_pos)], cls, kl, prob, rank)
-    for t, row in enumerate(by_abs):
-        row["position"] = t
-    rel_bin = np.minimum((rel * bins).astype(np.int64), bins - 1)
-    by_rel = _curve([np.flatnonzero(rel_bin == b) for b in range(bins)], cls, kl, prob, rank)
-    for b, row in enumerate(by_rel):
-        row["bin"] = [round(b / bins, 4), round((b + 1) / bins, 4)]
+    P = Positions.of(exs)
+    n = len(P.cls)
+    threshold = prepared["spike_threshold"]
     return {
         "pair": prepared["pair"],
         "source": prepared["source"],
         "kl": prepared["kl"],
-        "examples": len(exs),
-        "positions": n,
-        **counts,
-        "ratios": {k: round(v / n, 6) if n else 0.0 for k, v in counts.items()},
-        "top_shifted_tokens": _token_table(top1, cls, SHIFTED, prepared["tokens"], top_n),
-        "top_unshifted_tokens": _token_table(top1, cls, UNSHIFTED, prepared["tokens"], top_n),
-        "by_position": {"absolute": by_abs, "relative": by_rel},
-        "rank_unknown": int((rank < 0).sum()),
-        "ties": int(tie.sum()),
-        "greedy_mismatch": None if prepared["source"] == "reference" else _mismatch(exs, mismatch, pos),
+        **block(P, len(exs), prepared["tokens"], top_n, bins),
+        "rank_unknown": int((P.rank < 0).sum()),
+        "ties": int(P.tie.sum()),
+        "greedy_mismatch": None if prepared["source"] == "reference" else _mismatch(exs, P.mismatch, P.pos),
+        "entropy": entropy_section(P, prepared["tokens"], top_n, bins),
+        "spikes": {
+            "threshold": threshold,
+            "rule": "KL above the corpus mean + 3 standard deviations",
+            "positions": int(sum(e["spikes"] for e in exs)),
+            "examples": int(sum(e["spikes"] > 0 for e in exs)),
+        },
+        "top_examples": top_examples(exs),
+        "slices": slices(prepared, P, top_n, bins),
         "models": {side: prepared["meta"][side].get("model") for side in ("i2i", "i2b")},
         "top_k": prepared["top_k"],
     }
@@ -132,6 +272,45 @@ def show_token(text: str) -> str:
     return text.replace(" ", "·").replace("\n", "↵").replace("\t", "→") or "∅"
 
 
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _num(v, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _tokens(rows, n: int) -> str:
+    return ", ".join(f"{show_token(t)!s} {c} ({100 * r:.0f}%)" for t, c, r in rows[:n]) or "-"
+
+
+def _analyses_lines(s: dict, tokens: int) -> list[str]:
+    """Entropy, spikes, the most shifted examples and one line per slice label."""
+    lines = []
+    e = s["entropy"]
+    if e is None:
+        lines.append("  entropy: unknown (the records hold no entropies)")
+    else:
+        hi, rest = e["high_entropy"], e["rest"]
+        lines.append(f"  entropy (nats): aligned {_num(e['mean_aligned_entropy'])}, base {_num(e['mean_base_entropy'])} "
+                     f"on average; shifted: {_pct(hi['shifted_rate'])} of the {_pct(hi['share'])} highest-entropy positions "
+                     f"of the aligned model (entropy >= {hi['threshold']:.3f}), {_pct(rest['shifted_rate'])} of the rest")
+        lines.append(f"  forking tokens (count at high-entropy positions, shifted share): {_tokens(e['forking_tokens'], tokens)}")
+    sp = s["spikes"]
+    if sp["threshold"] is not None:
+        lines.append(f"  spikes (KL > {sp['threshold']:.4g}, {sp['rule']}): {sp['positions']:,} positions in {sp['examples']} examples")
+    for key, title in (("shifted_share", "shifted share"), ("max_kl", "max KL")):
+        shown = ", ".join(f"{x['id']} ({x['value']:.3g})" for x in s["top_examples"][key][:5])
+        lines.append(f"  most shifted examples by {title}: {shown or '-'}")
+    for name, labels in s["slices"].items():
+        for label, b in labels.items():
+            r = b["ratios"]
+            lines.append(f"  {name}={label}: {b['examples']} examples, {b['positions']:,} positions, "
+                         f"{_pct(r['unshifted'])} / {_pct(r['marginal'])} / {_pct(r['shifted'])} unshifted / marginal / shifted; "
+                         f"most shifted: {_tokens(b['top_shifted_tokens'], 6)}")
+    return lines
+
+
 def format_summary(s: dict, tokens: int = 12) -> str:
     """The summary as a terminal table."""
     lines = [f"{s['pair']}: {s['examples']} examples, {s['positions']:,} answer positions"]
@@ -150,11 +329,11 @@ def format_summary(s: dict, tokens: int = 12) -> str:
         lines.append(f"  ties: at {s['ties']:,} positions the aligned top-1 has exactly the base log-prob of another token "
                      "(ranks count only tokens strictly more likely)")
     if s.get("rank_unknown"):
-        lines.append(f"  {s['rank_unknown']:,} positions have base ranks beyond the stored top-k (reference pickles): "
+        lines.append(f"  {s['rank_unknown']:,} positions have base ranks beyond the stored top-k (reference pickles, or an i2b "
+                     "run that ranked another model's top-1 tokens): "
                      "left out of the mean base rank (too low) and base probability (too high) by position")
     for key, title in (("top_shifted_tokens", "most shifted"), ("top_unshifted_tokens", "most unshifted")):
-        shown = ", ".join(f"{show_token(t)!s} {c} ({100 * r:.0f}%)" for t, c, r in s[key][:tokens])
-        lines.append(f"  {title} tokens (count, share of the token's positions): {shown or '-'}")
+        lines.append(f"  {title} tokens (count, share of the token's positions): {_tokens(s[key], tokens)}")
     lines.append(f"  by relative position (KL: {s['kl']}):")
     lines.append("    position   shifted   mean KL   base prob   base rank")
     for row in s["by_position"]["relative"]:
@@ -163,4 +342,5 @@ def format_summary(s: dict, tokens: int = 12) -> str:
         rate = f"{100 * row['shifted_rate']:6.1f}%" if row["count"] else "      -"
         lines.append(f"    {lo:.1f}-{hi:.1f}    {rate}  {fmt(row['mean_kl'], '8.3f')}"
                      f"  {fmt(row['mean_base_prob'], '10.3f')}  {fmt(row['mean_base_rank'], '10.1f')}")
+    lines.extend(_analyses_lines(s, tokens))
     return "\n".join(lines)

@@ -3,6 +3,8 @@
     python src/demo/compare_pairs.py docs/llama2_tp_justeval/summary.json docs/mistral_tp_justeval/summary.json --out docs/compare
     python src/demo/compare_pairs.py docs/llama2_tp_justeval/summary.json docs/llama2_urial_justeval/summary.json \
         --labels "template,URIAL prefix"
+    python src/demo/compare_pairs.py --chain saved_logits/chain/olmo2/prepared/olmo2-7b-{sft,dpo,instruct}.summary.json \
+        --out docs/olmo2_chain        # a checkpoint chain, stages in order (scripts/run_chain.sh writes these)
 
 Every flag: python src/demo/compare_pairs.py --help
 """

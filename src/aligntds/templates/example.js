@@ -18,6 +18,9 @@
   function ppm(x) {
     return x / 1e6;
   }
+  function nats(x) {
+    return x === null || x === undefined ? "unknown" : x.toFixed(3) + " nats";
+  }
   function num(x) {
     return x === null || x === undefined ? "-" : x.toFixed(4);
   }
@@ -43,7 +46,8 @@
     head.appendChild(document.createTextNode(
       " \u2014 " + CLASSES[data.cls[t]] + "; the aligned top-1 token has base rank " +
       (rank < 0 ? "> " + data.base_ids[t].length : String(rank + 1)) + " (1 = top) and base probability " + pct(data.base_prob[t]) +
-      (data.mismatch[t] ? "; the answer token here is not the aligned model's top-1" : "")));
+      (data.mismatch[t] ? "; the answer token here is not the aligned model's top-1" : "") +
+      (data.spike[t] ? "; a KL spike" : "")));
 
     var table = el("table", "dist");
     var hr = document.createElement("tr");
@@ -68,6 +72,13 @@
       tr.appendChild(el("td", "num", pct(ppm(data.aligned_ppm[t][i]))));
       table.appendChild(tr);
     }
+    var er = el("tr", "entropy");
+    er.appendChild(el("th", "num", "H"));
+    er.appendChild(el("td", "base-entropy", "entropy " + nats(data.base_entropy[t])));
+    er.lastChild.colSpan = 2;
+    er.appendChild(el("td", "aligned-entropy", "entropy " + nats(data.aligned_entropy[t])));
+    er.lastChild.colSpan = 2;
+    table.appendChild(er);
 
     var metrics = el("div", "metrics");
     var k = "@" + data.k + ": ";

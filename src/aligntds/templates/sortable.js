@@ -11,6 +11,7 @@
         var rows = Array.prototype.slice.call(body.rows);
         rows.sort(function (a, b) {
           var x = a.cells[col].dataset.value, y = b.cells[col].dataset.value;
+          if (numeric && (x === "" || y === "")) return (x === "") - (y === "");  // no value: last either way
           var d = numeric ? Number(x) - Number(y) : x.localeCompare(y, undefined, { numeric: true });
           return ascending ? d : -d;
         });
