@@ -10,7 +10,8 @@ all read through the restricted loader. Writes the prepared data (a record file)
 
 Per example (T positions) the prepared data holds `response_ids` [T], the top-10 ids and log-probs
 of both sides, `aligned_rank` [T] (-1 where a reference pickle cannot tell: beyond its top-k),
-`cls` [T] (metrics.shift_class), `base_prob` [T] (NaN where unknown), `top1_differs` [T],
+`cls` [T] (metrics.shift_class; -1 = ALIGNED_ONLY, never classed: a token at that position exists only in
+the aligned vocabulary, see the records' `aligned_only`), `base_prob` [T] (NaN where unknown), `top1_differs` [T],
 `tie` [T] (`tied_top1`), `greedy_mismatch` [T], `metrics` {"kl@10", ..., "tp@30"} and, from pair mode, `exact` {kl, js, tv}.
 """
 
@@ -27,7 +28,7 @@ import numpy as np
 from . import store
 from .data import QUERY_PLACEHOLDER
 from .errors import UserError
-from .metrics import shift_class, topk_metrics
+from .metrics import ALIGNED_ONLY, shift_class, topk_metrics
 from .records import check_records
 
 log = logging.getLogger("aligntds")
@@ -58,6 +59,11 @@ class Joined:
     aligned_logprob: np.ndarray  # float [T], NaN unknown
     greedy_mismatch: np.ndarray  # bool [T]
     exact: dict = field(default_factory=dict)  # name -> float [T]
+    aligned_only: np.ndarray | None = None  # bool [T] (None: all False)
+
+    def __post_init__(self):
+        if self.aligned_only is None:
+            self.aligned_only = np.zeros(len(self.response_ids), dtype=bool)
 
 
 # -- reading the three input formats ------------------------------------------------------------
@@ -92,6 +98,7 @@ def _join_ours(a_recs, b_recs, a_path, b_path) -> list[Joined]:
             a["index"], a["id"], a["prompt"], b["prompt"], a["probe_text"], b["response_ids"],
             a["topk_ids"][:t], a["topk_logprobs"][:t], b["topk_ids"], b["topk_logprobs"],
             b["aligned_rank"].astype(np.int64), b["aligned_logprob"].astype(np.float64), a["token_rank"][:t] > 0,
+            aligned_only=b.get("aligned_only"),
         ))
     return out
 
@@ -102,7 +109,7 @@ def _from_pair(recs) -> list[Joined]:
             r["index"], r["id"], r["prompt"], r["base_prompt"], r["probe_text"], r["response_ids"],
             r["topk_ids"], r["topk_logprobs"], r["base_topk_ids"], r["base_topk_logprobs"],
             r["aligned_rank"].astype(np.int64), r["aligned_logprob"].astype(np.float64), r["token_rank"] > 0,
-            {k: np.asarray(r[k], dtype=np.float64) for k in EXACT_KEYS},
+            {k: np.asarray(r[k], dtype=np.float64) for k in EXACT_KEYS}, r.get("aligned_only"),
         )
         for r in recs
     ]
@@ -235,6 +242,7 @@ def compute(joined: list[Joined], ks: tuple[int, ...]) -> list[dict]:
                 metrics[f"{name}@{k}"] = values.astype(np.float32)
     rank = cat("aligned_rank")
     cls = np.where(rank < 0, 2, shift_class(np.maximum(rank, 0))).astype(np.int8) if len(rank) else np.zeros(0, np.int8)
+    cls[cat("aligned_only").astype(bool)] = ALIGNED_ONLY
     examples = []
     for n, j in enumerate(joined):
         s, e = bounds[n], bounds[n + 1]

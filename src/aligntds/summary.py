@@ -9,7 +9,9 @@ A position's token is the aligned model's top-1 there (the token the paper class
 convention) and `mean_kl` is the exact KL(P_base || P_aligned) when pair mode computed it, else the
 reference's KL@10 over the stored top-k; `kl` says which. Positions whose base rank is unknown (the
 reference's pickles stop at their top-k; counted in `rank_unknown`) are left out of the rank and
-probability means, which then lean towards the unshifted.
+probability means, which then lean towards the unshifted. Positions never classed (a token there
+exists only in the aligned vocabulary; counted in `aligned_only`) are left out of the class counts,
+the ratios, the token tables and the curves.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import CLASS_NAMES, MARGINAL, SHIFTED, UNSHIFTED
+from .metrics import ALIGNED_ONLY, CLASS_NAMES, MARGINAL, SHIFTED, UNSHIFTED
 from .store import atomic_write_bytes
 
 TOP_TOKENS = 50
@@ -42,7 +44,7 @@ def position_kl(ex: dict) -> np.ndarray:
 
 def _token_table(top1, cls, wanted, tokens, n):
     counts = Counter(top1[cls == wanted].tolist())
-    totals = Counter(top1.tolist())
+    totals = Counter(top1[cls != ALIGNED_ONLY].tolist())
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
     return [[tokens.get(t, f"<{t}>"), c, round(c / totals[t], 4)] for t, c in ranked]
 
@@ -82,12 +84,14 @@ def summarize(prepared: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS
     tie = _concat(exs, lambda e: e.get("tie", np.zeros(len(e["response_ids"]), bool)), bool)
     n = len(cls)
     counts = {name: int((cls == c).sum()) for c, name in zip((UNSHIFTED, MARGINAL, SHIFTED), CLASS_NAMES)}
+    classed = cls != ALIGNED_ONLY
+    n_classed = int(classed.sum())
     max_pos = int(pos.max()) + 1 if n else 0
-    by_abs = _curve([np.flatnonzero(pos == t) for t in range(max_pos)], cls, kl, prob, rank)
+    by_abs = _curve([np.flatnonzero((pos == t) & classed) for t in range(max_pos)], cls, kl, prob, rank)
     for t, row in enumerate(by_abs):
         row["position"] = t
     rel_bin = np.minimum((rel * bins).astype(np.int64), bins - 1)
-    by_rel = _curve([np.flatnonzero(rel_bin == b) for b in range(bins)], cls, kl, prob, rank)
+    by_rel = _curve([np.flatnonzero((rel_bin == b) & classed) for b in range(bins)], cls, kl, prob, rank)
     for b, row in enumerate(by_rel):
         row["bin"] = [round(b / bins, 4), round((b + 1) / bins, 4)]
     return {
@@ -97,11 +101,12 @@ def summarize(prepared: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS
         "examples": len(exs),
         "positions": n,
         **counts,
-        "ratios": {k: round(v / n, 6) if n else 0.0 for k, v in counts.items()},
+        "ratios": {k: round(v / n_classed, 6) if n_classed else 0.0 for k, v in counts.items()},
+        "aligned_only": n - n_classed,
         "top_shifted_tokens": _token_table(top1, cls, SHIFTED, prepared["tokens"], top_n),
         "top_unshifted_tokens": _token_table(top1, cls, UNSHIFTED, prepared["tokens"], top_n),
         "by_position": {"absolute": by_abs, "relative": by_rel},
-        "rank_unknown": int((rank < 0).sum()),
+        "rank_unknown": int(((rank < 0) & classed).sum()),
         "ties": int(tie.sum()),
         "greedy_mismatch": None if prepared["source"] == "reference" else _mismatch(exs, mismatch, pos),
         "models": {side: prepared["meta"][side].get("model") for side in ("i2i", "i2b")},
@@ -146,6 +151,9 @@ def format_summary(s: dict, tokens: int = 12) -> str:
         first = gm["first_position"]
         lines.append(f"    at position 0: {first['mismatches']} of {first['examples']} examples ({100 * first['ratio']:.1f}%); "
                      f"after it: {100 * gm['rest_ratio']:.2f}% of positions")
+    if s.get("aligned_only"):
+        lines.append(f"  aligned_only: {s['aligned_only']:,} positions not classed: a token there (or earlier in the answer) "
+                     "exists only in the aligned vocabulary; the ratios are of the other positions")
     if s.get("ties"):
         lines.append(f"  ties: at {s['ties']:,} positions the aligned top-1 has exactly the base log-prob of another token "
                      "(ranks count only tokens strictly more likely)")
