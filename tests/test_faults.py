@@ -24,6 +24,7 @@ from aligntds.cli.data_prep import main as data_prep
 from aligntds.cli.generate_outputs import main as generate_outputs
 from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.generate import load_instructions
+from aligntds.scoring import Request, Scorer
 from aligntds.store import load_records, save_records
 from aligntds.tiny import save_pair_member, tiny_model
 from conftest import write_data
@@ -354,3 +355,28 @@ def test_i2b_without_the_aligned_tokenizer_keeps_todays_refusal(tmp_path, extend
         moved.rename(extended["aligned"])
     one_error_line(capsys, "differs from the aligned tokenizer", "would not mean the same text", "did not load")
     assert no_records(tmp_path / "s")
+
+
+def test_output_rows_no_token_maps_to_are_left_out(pair_llama):
+    """Token ids with holes (rows 5 and 77 map to no token) and output rows past the last token (390..399): the
+    distribution, its top-k and ranks are over the 388 tokens only, equal to a brute force over them."""
+    model = AutoModelForCausalLM.from_pretrained(pair_llama["aligned"], dtype=torch.float32)
+    unmapped = [5, 77, *range(390, 400)]
+    with torch.no_grad():  # rows without a token that would lead every distribution if they counted
+        model.lm_head.weight[unmapped] = 5 * model.lm_head.weight[40]
+    tokens = [i for i in range(400) if i not in unmapped]
+    scorer = Scorer(model, top_k=len(tokens), batch_tokens=1000, token_ids=tokens)
+    assert (scorer.head.vocab_size, scorer.head.n_tokens) == (390, 388)
+    req = Request([1, 40, 41, 42], [43, 44, 45, 46, 47, 48])
+    assert scorer.check_head(req) < 1e-4
+    stats = scorer.score([req])[0]
+    with torch.no_grad():
+        logits = model(torch.tensor([[*req.prompt_ids, *req.response_ids]])).logits[0, 3:9].double().numpy()
+    assert np.isin(logits.argmax(axis=1), unmapped).any()  # the premise
+    ref = np.full_like(logits, -np.inf)
+    ref[:, tokens] = log_softmax(logits[:, tokens])
+    assert_topk_matches(stats["topk_ids"], stats["topk_logprobs"], ref[:, :390], TOL)
+    assert not np.isin(stats["topk_ids"], unmapped).any()
+    for t, target in enumerate(req.response_ids):
+        lo, hi = rank_bounds(ref[t], ref[t, target], TOL)
+        assert lo <= stats["token_rank"][t] <= hi and abs(stats["token_logprob"][t] - ref[t, target]) < TOL
