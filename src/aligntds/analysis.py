@@ -27,7 +27,7 @@ from .errors import UserError
 from .pair import PairRequest, PairScorer
 from .prompts import TOKENIZATIONS, ChatEncoder
 from .records import check_records, make_pair_record, make_record, settings_difference, versions
-from .requests import Side, answer_ids, plan
+from .requests import Side, aligned_only, answer_ids, plan
 from .scoring import BatchedScorer, Request, Scorer, Throughput, device_defaults
 
 log = logging.getLogger("aligntds")
@@ -171,11 +171,52 @@ def _pad_id(tok) -> int:
 
 def _check_ids(requests, vocab_size: int, start: int, model_name: str) -> None:
     for n, r in enumerate(requests):
-        if max([*r.response_ids, *(getattr(r, "probe_ids", None) or [])], default=-1) >= vocab_size:
+        if max(r.response_ids, default=-1) >= vocab_size:
             raise UserError(
-                f"example {start + n}: answer or aligned token ids exceed the {vocab_size} outputs of {model_name}: "
-                "the models do not share a vocabulary"
+                f"example {start + n}: answer token ids exceed the {vocab_size} outputs of {model_name}: "
+                "its tokenizer has tokens its model has no output for"
             )
+
+
+def _vocab_refusal(tok, model_name: str, vocab: str, aligned_meta: dict, i2i_file, why: str = "") -> UserError:
+    return UserError(
+        f"the base tokenizer of {model_name} (vocabulary {len(tok)}, fingerprint {vocab}) differs from the aligned "
+        f"tokenizer of {aligned_meta.get('model')} recorded in {i2i_file} (vocabulary "
+        f"{aligned_meta.get('vocab_size')}, fingerprint {aligned_meta.get('vocab')}): token ids would not mean the same text{why}"
+    )
+
+
+def _shared_with_i2i(tok, model_name: str, aligned_meta: dict, opts: Options) -> int:
+    """i2b: how many leading ids mean the same text in the base tokenizer and the aligned one that made the i2i records.
+
+    Equal fingerprints: all of them. Otherwise the aligned tokenizer named in the i2i records' meta is loaded
+    again (it must still have the recorded fingerprint) and the two are compared id by id: one may be the
+    other plus appended tokens (`models.shared_vocab`). Anything else is a `UserError`.
+    """
+    vocab = models.vocab_fingerprint(tok)
+    if aligned_meta.get("vocab") == vocab:
+        return models.token_ids(tok)[-1] + 1
+    try:
+        tok_a = models.load_tokenizer(aligned_meta.get("model"), opts.trust_remote_code)
+    except UserError as e:
+        raise _vocab_refusal(tok, model_name, vocab, aligned_meta, opts.i2i_pkl_file,
+                             f" (and the aligned tokenizer, needed to see whether one vocabulary extends the other, did not load: {e})") from None
+    if models.vocab_fingerprint(tok_a) != aligned_meta.get("vocab"):
+        raise _vocab_refusal(tok, model_name, vocab, aligned_meta, opts.i2i_pkl_file,
+                             f" (and the tokenizer at {aligned_meta.get('model')} is no longer the one recorded, so whether one vocabulary "
+                             "extends the other cannot be checked)")
+    shared = models.shared_vocab(tok_a, tok)
+    if shared is None:
+        raise _vocab_refusal(tok, model_name, vocab, aligned_meta, opts.i2i_pkl_file)
+    log.info(f"the aligned vocabulary ({len(tok_a)} tokens) and the base one ({len(tok)}) share ids 0..{shared - 1}: "
+             "positions with a token only one side has are marked aligned_only")
+    return shared
+
+
+def _count_aligned_only(records: list[dict]) -> None:
+    n = sum(int(r["aligned_only"].sum()) for r in records)
+    if n:
+        log.info(f"{n} answer positions hold a token only the aligned vocabulary has (or follow one): marked aligned_only, never classed")
 
 
 def _base_meta(opts: Options, planned: dict, model, vocab: str, tok) -> dict:
@@ -242,14 +283,7 @@ def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
 
     tok = models.load_tokenizer(model_name, opts.trust_remote_code)
     vocab = models.vocab_fingerprint(tok)
-    if i2i:
-        aligned_meta = i2i[0]["meta"]
-        if aligned_meta.get("vocab") != vocab:
-            raise UserError(
-                f"the base tokenizer of {model_name} (vocabulary {len(tok)}, fingerprint {vocab}) differs from the aligned "
-                f"tokenizer of {aligned_meta.get('model')} recorded in {opts.i2i_pkl_file} (vocabulary "
-                f"{aligned_meta.get('vocab_size')}, fingerprint {aligned_meta.get('vocab')}): token ids would not mean the same text"
-            )
+    shared = _shared_with_i2i(tok, model_name, i2i[0]["meta"], opts) if i2i else None
     model = _load(model_name, dtype, device, opts)
 
     (side,) = _sides(opts, [tok], [model], template)
@@ -261,14 +295,17 @@ def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
         answers, top1 = [answer_ids(items[i], side, where(i)) for i in range(start, end)], None
     planned_ex = plan(items, range(start, end), [side], answers, where, top1)
     requests = [Request(p.prompt_ids[0], p.response_ids, p.aligned_top1) for p in planned_ex]
-    scorer = Scorer(model, opts.top_k, pad_id=_pad_id(tok), **_scoring_args(opts, device))
-    _check_ids(requests, scorer.head.vocab_size, start, model_name)
-    first = next((r for r in requests if r.response_ids), None)
-    if first is not None:
-        scorer.check_head(first)
+    # i2b: an answer id the base model does not have (an appended aligned token) is fed as a stand-in, its positions marked
+    scorer = Scorer(model, opts.top_k, pad_id=_pad_id(tok), token_ids=models.token_ids(tok), stand_in=_pad_id(tok) if i2b else None,
+                    name=model_name, **_scoring_args(opts, device))
+    if not i2b:
+        _check_ids(requests, scorer.head.vocab_size, start, model_name)
+    _check_head(scorer, requests, planned_ex, where, lambda r: r)
 
     stats = _score_with_progress(scorer, requests, f"{opts.pair} {opts.mode}", not rank.is_main, [where(i) for i in range(start, end)])
     meta = {**_base_meta(opts, planned, model, vocab, tok), "answer_ids": "i2i records" if i2b else _answer_source(items, start, end, opts)}
+    if i2b:
+        meta["shared_vocab"] = shared
     records = [
         make_record(
             index=p.index,
@@ -280,9 +317,12 @@ def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
             n_truncated=p.n_truncated,
             meta=meta,
             final_generated_text=None if i2b else side.encoder.decode_answer(p.prompts[0], p.prompt_ids[0], p.response_ids),
+            aligned_only=aligned_only(p.response_ids, p.aligned_top1, scorer.head.vocab_size) if i2b else None,
         )
         for n, p in enumerate(planned_ex)
     ]
+    if i2b:
+        _count_aligned_only(records)
     _save(shard, records, [p.n_truncated for p in planned_ex], model_name)
     return shard
 
@@ -314,8 +354,9 @@ def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank
 
     tok_a = models.load_tokenizer(aligned_name, opts.trust_remote_code)
     tok_b = models.load_tokenizer(base_name, opts.trust_remote_code)
-    vocab = models.vocab_fingerprint(tok_a)
-    if models.vocab_fingerprint(tok_b) != vocab:
+    vocab, base_vocab = models.vocab_fingerprint(tok_a), models.vocab_fingerprint(tok_b)
+    shared = models.token_ids(tok_a)[-1] + 1 if base_vocab == vocab else models.shared_vocab(tok_a, tok_b)
+    if shared is None:
         raise UserError(f"the tokenizers of {aligned_name} and {base_name} differ ({models.vocab_difference(tok_a, tok_b)}): "
                         "token ids would not mean the same text")
     model_a = _load(aligned_name, dtype, device, opts)
@@ -326,16 +367,21 @@ def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank
     answers = [answer_ids(items[i], sides[0], where(i)) for i in range(start, end)]
     planned_ex = plan(items, range(start, end), sides, answers, where)
     requests = [PairRequest(Request(p.prompt_ids[0], p.response_ids), Request(p.prompt_ids[1], p.response_ids)) for p in planned_ex]
-    scorer = PairScorer(model_a, model_b, opts.top_k, pad_ids=(_pad_id(tok_a), _pad_id(tok_b)), **_scoring_args(opts, device))
+    scorer = PairScorer(model_a, model_b, opts.top_k, pad_ids=(_pad_id(tok_a), _pad_id(tok_b)),
+                        token_ids=(models.token_ids(tok_a), models.token_ids(tok_b)), shared=shared,
+                        names=(aligned_name, base_name), **_scoring_args(opts, device))
     _check_ids(requests, scorer.aligned.head.vocab_size, start, aligned_name)
-    first = next((r for r in requests if r.response_ids), None)
-    if first is not None:
-        scorer.aligned.check_head(first.aligned)
-        scorer.base.check_head(first.base)
+    _check_head(scorer.aligned, requests, planned_ex, where, lambda r: r.aligned)
+    _check_head(scorer.base, requests, planned_ex, where, lambda r: r.base)
 
     stats = _score_with_progress(scorer, requests, f"{opts.pair} pair", not rank.is_main, [where(i) for i in range(start, end)])
+    n_base = scorer.base.head.vocab_size
+    everything = scorer.shared >= max(scorer.aligned.head.vocab_size, n_base)
     meta = {**_base_meta(opts, planned, model_a, vocab, tok_a), "base_revision": models.model_revision(model_b),
-            "answer_ids": _answer_source(items, start, end, opts)}
+            "answer_ids": _answer_source(items, start, end, opts), "base_vocab": base_vocab, "base_vocab_size": len(tok_b),
+            "shared_vocab": scorer.shared,
+            "divergences": "over the whole vocabulary" if everything else
+            f"over ids 0..{scorer.shared - 1}, which both vocabularies share, each distribution renormalized over them"}
     records = [
         make_pair_record(
             index=p.index,
@@ -348,11 +394,20 @@ def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank
             n_truncated=p.n_truncated,
             meta=meta,
             final_generated_text=sides[0].encoder.decode_answer(p.prompts[0], p.prompt_ids[0], p.response_ids),
+            aligned_only=aligned_only(p.response_ids, stats[n]["topk_ids"][:, 0], n_base),
         )
         for n, p in enumerate(planned_ex)
     ]
+    _count_aligned_only(records)
     _save(shard, records, [p.n_truncated for p in planned_ex], f"{aligned_name} / {base_name}")
     return shard
+
+
+def _check_head(scorer: Scorer, requests: list, planned_ex: list, where, side) -> None:
+    """`Scorer.check_head` on the first example with an answer (`side(request)`: the request of that scorer's model)."""
+    n = next((n for n, r in enumerate(requests) if r.response_ids), None)
+    if n is not None:
+        scorer.check_head(side(requests[n]), name=where(planned_ex[n].index))
 
 
 def _save(shard: Path, records: list[dict], truncated: list[int], model_name: str) -> None:

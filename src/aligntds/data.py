@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -24,10 +26,60 @@ REFERENCE_TEMPLATE = "# Query: \n ```{query}``` \n\n \n# Answer: \n ```"
 QUERY_PLACEHOLDER = "{query}"
 
 
+# A UTF-16 surrogate code point alone: Python's json reads the escape `\ud83d` into one, but it is not text (it cannot be
+# encoded to UTF-8, so a fingerprint, a tokenizer or a page would fail on it later).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def escaped(text: str) -> str:
+    """`text` printable in any error message: lone surrogates written as backslash escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _not_text(value, field: str) -> tuple[str, str] | None:
+    """(field, what is wrong) for the first string at any depth of `value` holding a lone surrogate, else None."""
+    if isinstance(value, str):
+        m = _SURROGATE.search(value)
+        return None if m is None else (field, f"holds a lone surrogate ({escaped(m.group())} at character {m.start()}), which is not text")
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            name = f"{field}.{key}" if field else str(key)
+            if _SURROGATE.search(str(key)):
+                return escaped(name), "is a field name holding a lone surrogate, which is not text"
+            found = _not_text(sub, name)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for n, sub in enumerate(value):
+            found = _not_text(sub, f"{field}[{n}]")
+            if found:
+                return found
+    return None
+
+
+def check_text(items: list, path: Path) -> None:
+    """Refuse, naming the file, the example and the field, data that is not valid text: a lone surrogate in any
+    string at any depth (keys included), or an `id` that is not a finite number (JSON's NaN, Infinity)."""
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        ident = item.get("id")
+        if isinstance(ident, float) and not math.isfinite(ident):
+            raise UserError(f"{path}: example {i}: field 'id' is {ident}, not a finite number: give every example a usable id")
+        found = _not_text(item, "")
+        if found:
+            field, what = found
+            shown = escaped(ident) if isinstance(ident, str) else ident
+            raise UserError(f"{path}: example {i} (id={shown}): field '{field}' {what}: fix the file's encoding")
+
+
 def read_json_items(path: Path) -> list:
-    """The parsed content of a JSON file, or the list of objects of a JSONL file (one-line errors naming the file)."""
+    """The parsed content of a JSON file, or the list of objects of a JSONL file (one-line errors naming the file).
+
+    A UTF-8 byte-order mark at the start is skipped. A list's examples are checked with `check_text`.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise UserError(f"{path}: data file not found") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -40,6 +92,8 @@ def read_json_items(path: Path) -> list:
             items = json.loads(text)
         except json.JSONDecodeError as e:
             raise UserError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        if isinstance(items, list):
+            check_text(items, path)
         return items
     items = []
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -49,6 +103,7 @@ def read_json_items(path: Path) -> list:
             items.append(json.loads(line))
         except json.JSONDecodeError as e:
             raise UserError(f"{path}: line {lineno} is not valid JSON ({e.msg}); expected a JSON list or JSONL") from None
+    check_text(items, path)
     return items
 
 
@@ -100,9 +155,11 @@ def load_template(path: str | Path) -> str:
     """Read a base-model prompt template; it must hold the `{query}` placeholder."""
     path = Path(path)
     try:
-        template = path.read_text(encoding="utf-8")
+        template = path.read_text(encoding="utf-8-sig")
     except OSError as e:
         raise UserError(f"{path}: cannot read template ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: the template is not UTF-8 text ({e.reason} at byte {e.start})") from None
     if QUERY_PLACEHOLDER not in template:
         raise UserError(f"{path}: template has no {QUERY_PLACEHOLDER} placeholder")
     return template

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 UNSHIFTED, MARGINAL, SHIFTED = 0, 1, 2
+ALIGNED_ONLY = -1  # the `cls` of a position never classed: a token there exists only in the aligned vocabulary
 CLASS_NAMES = ("unshifted", "marginal", "shifted")
 TOPK_METRICS = ("kl", "jaccard", "ws", "ndcg", "tr", "tp")
 

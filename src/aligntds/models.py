@@ -1,7 +1,8 @@
 """Model pairs and loading: presets, dtype and device choice, tokenizer checks.
 
 A pair is a base model and its aligned version; they must share a vocabulary (token id i means the
-same text in both), which `vocab_fingerprint` lets us check across runs and machines.
+same text in both), which `vocab_fingerprint` lets us check across runs and machines, or one's
+vocabulary must be the other's plus appended tokens (`shared_vocab`).
 
     from aligntds.models import resolve_pair, load_tokenizer, load_model
     base, aligned = resolve_pair("llama2")
@@ -161,6 +162,24 @@ def vocab_fingerprint(tokenizer) -> str:
     """A short hash of the token -> id mapping (added tokens included): equal iff the vocabularies are equal."""
     items = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def token_ids(tokenizer) -> list[int]:
+    """Every id the tokenizer maps to a token (added tokens included), ascending."""
+    return sorted(set(tokenizer.get_vocab().values()))
+
+
+def shared_vocab(tok_a, tok_b) -> int | None:
+    """How many leading ids mean the same in both tokenizers when one's vocabulary is the other's plus appended
+    tokens (an aligned model's `<|im_end|>` or pad token): S = the smaller one's last id + 1, every id below S
+    the same token in both (or in neither), every other id in the larger one only. None when they differ below S.
+    """
+    ia = {i: t for t, i in tok_a.get_vocab().items()}
+    ib = {i: t for t, i in tok_b.get_vocab().items()}
+    shared = min(max(ia, default=-1), max(ib, default=-1)) + 1
+    if any(ia.get(i) != ib.get(i) for i in range(shared)):
+        return None
+    return shared
 
 
 def vocab_difference(tok_a, tok_b, limit: int = 3) -> str:

@@ -4,6 +4,12 @@ At every answer position both models' full next-token distributions are in memor
 of positions at a time, float32 [n, V] each, on one device), so the divergences are exact, not
 approximations from stored top-k lists; full distributions are never copied to the host.
 
+Extended vocabularies: when one tokenizer is the other's plus appended tokens (an aligned model's
+`<|im_end|>`), ids 0..S-1 mean the same text in both (S = `shared`). Each side's own statistics are
+over its own tokens, the aligned top-1's `aligned_rank` over the base model's tokens (-1 when the
+base model does not have it), and the divergences over the S shared ids, both distributions
+renormalized there (over the whole vocabulary when both models have the same tokens).
+
 Shapes: B pairs in a batch, N answer positions in it, H hidden size, V vocabulary, k = top_k.
 P = P_aligned (the aligned model on its chat prompt), Q = P_base (the base model on the bare query).
 
@@ -37,6 +43,8 @@ PAIR_CASTS = {
     "aligned_rank": np.int32,
     "aligned_logprob": np.float32,
     **{k: np.float32 for k in DIVERGENCES},
+    "finite": np.bool_,
+    "base_finite": np.bool_,
 }
 
 
@@ -92,19 +100,32 @@ def divergences(lp_p: torch.Tensor, lp_q: torch.Tensor) -> dict[str, torch.Tenso
     }
 
 
-def pair_stats(logits_p: torch.Tensor, logits_q: torch.Tensor, targets: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
-    """Everything a pair record holds at n positions, from both models' logits (float32 [n, V] each,
-    same device, overwritten) and the answer ids (long [n]).
+def shared_logprobs(logprobs: torch.Tensor, shared: int) -> torch.Tensor:
+    """log-probs [n, V] -> [n, shared]: the distribution restricted to ids 0..shared-1 and renormalized there
+    (the input itself, not a copy, when shared == V)."""
+    if shared >= logprobs.shape[1]:
+        return logprobs
+    kept = logprobs[:, :shared]
+    return kept - kept.logsumexp(dim=1, keepdim=True)
+
+
+def pair_stats(
+    logits_p: torch.Tensor, logits_q: torch.Tensor, targets: torch.Tensor, top_k: int, shared: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Everything a pair record holds at n positions, from both models' logits (float32 [n, V_p] and
+    [n, V_q], same device, overwritten) and the answer ids (long [n]).
 
     The aligned side's statistics keep the i2i names, the base side's get a `base_` prefix, the
     aligned top-1 token's rank and log-prob in the base distribution are `aligned_rank` and
-    `aligned_logprob` (as in i2b), plus the four `divergences`.
+    `aligned_logprob` (as in i2b; -1 and -inf for an id >= V_q), plus the four `divergences`, over
+    ids 0..shared-1 (default: min(V_p, V_q)), both distributions renormalized there when either has more.
     """
+    shared = min(logits_p.shape[1], logits_q.shape[1]) if shared is None else shared
     out = log_softmax_stats(logits_p, targets, top_k, keep_logprobs=True)
     base = log_softmax_stats(logits_q, targets, top_k, probes=out["topk_ids"][:, 0], keep_logprobs=True)
     out["aligned_rank"], out["aligned_logprob"] = base.pop("probe_rank"), base.pop("probe_logprob")
     out.update({f"base_{k}": v for k, v in base.items()})
-    out.update(divergences(logits_p, logits_q))
+    out.update(divergences(shared_logprobs(logits_p, shared), shared_logprobs(logits_q, shared)))
     return out
 
 
@@ -123,20 +144,26 @@ class PairScorer(BatchedScorer):
     layers chunk by chunk, everything computed from the two float32 logit chunks on the aligned
     model's output device.
 
-    The models may live on different devices (the base chunk is moved over); they must have the same
-    number of outputs. head_bytes: memory for one chunk's float32 work (about eight [n, V] buffers).
+    The models may live on different devices (the base chunk is moved over). head_bytes: memory for
+    one chunk's float32 work (about eight [n, V] buffers).
+    token_ids: (aligned, base) ids each tokenizer maps to a token (see `LogitHead`); shared: how many
+    leading ids mean the same text in both tokenizers (`aligntds.models.shared_vocab`). Without
+    `shared` both models must have the same number of outputs. An answer id the base model does not
+    have is fed to it as its pad id (`Scorer`'s stand_in); the caller marks those positions.
     """
 
     def __init__(self, aligned_model, base_model, top_k: int, batch_tokens: int, head_bytes: int = 32 << 20,
-                 pad_ids: tuple[int, int] = (0, 0)):
-        self.aligned = Scorer(aligned_model, top_k, batch_tokens, head_bytes, pad_ids[0])
-        self.base = Scorer(base_model, top_k, batch_tokens, head_bytes, pad_ids[1])
+                 pad_ids: tuple[int, int] = (0, 0), token_ids: tuple = (None, None), shared: int | None = None,
+                 names: tuple[str | None, str | None] = (None, None)):
+        self.aligned = Scorer(aligned_model, top_k, batch_tokens, head_bytes, pad_ids[0], token_ids[0], name=names[0])
+        self.base = Scorer(base_model, top_k, batch_tokens, head_bytes, pad_ids[1], token_ids[1], stand_in=pad_ids[1], name=names[1])
         va, vb = self.aligned.head.vocab_size, self.base.head.vocab_size
-        if va != vb:
+        if shared is None and va != vb:
             raise UserError(f"the aligned model has {va} outputs, the base model {vb}: the distributions cannot be compared")
+        self.shared = min(va, vb) if shared is None else min(shared, va, vb)
         self.top_k = top_k
         self.batch_tokens = batch_tokens
-        self.chunk = max(1, head_bytes // (8 * 4 * va))
+        self.chunk = max(1, head_bytes // (8 * 4 * max(va, vb)))
         self.device = self.aligned.head.device
 
     @torch.inference_mode()
@@ -149,7 +176,7 @@ class PairScorer(BatchedScorer):
             e = s + self.chunk
             logits_p = self.aligned.head(hidden_p[s:e])
             logits_q = self.base.head(hidden_q[s:e]).to(self.device)
-            for k, v in pair_stats(logits_p, logits_q, targets[s:e], self.top_k).items():
+            for k, v in pair_stats(logits_p, logits_q, targets[s:e], self.top_k, self.shared).items():
                 parts.setdefault(k, []).append(v)
         return to_host(parts, [len(r.response_ids) for r in requests], PAIR_CASTS)
 
@@ -160,3 +187,6 @@ class PairScorer(BatchedScorer):
 
     def _empty(self, request: PairRequest) -> dict[str, np.ndarray]:
         return empty_pair_stats(self.top_k)
+
+    def _finite_keys(self) -> dict[str, Scorer]:
+        return {"finite": self.aligned, "base_finite": self.base}

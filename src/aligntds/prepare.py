@@ -19,7 +19,9 @@ Per example, per position (T positions; each a numpy array of length T):
     aligned_top_ids, aligned_top_logprobs, base_top_ids, base_top_logprobs   int32 / float32 [T, 10]: each side's top-10
     aligned_rank      int32 [T]     0-based base rank of the aligned top-1 (-1: beyond the stored base top-k,
                                     for reference pickles and for an i2b file scored against another i2i run)
-    cls               int8 [T]      0 unshifted, 1 marginal, 2 shifted (metrics.shift_class)
+    cls               int8 [T]      0 unshifted, 1 marginal, 2 shifted (metrics.shift_class); -1 (ALIGNED_ONLY):
+                                    never classed, a token at or before it exists only in the aligned vocabulary
+                                    (the records' `aligned_only`)
     base_prob         float32 [T]   base probability of the aligned top-1 (NaN where its rank is unknown)
     top1_differs      bool [T]      base top-1 != aligned top-1
     greedy_mismatch   bool [T]      the answer token is not the aligned model's top-1
@@ -58,7 +60,7 @@ import numpy as np
 from . import store
 from .data import QUERY_PLACEHOLDER, read_json_items
 from .errors import UserError
-from .metrics import SHIFTED, shift_class, topk_metrics
+from .metrics import ALIGNED_ONLY, SHIFTED, shift_class, topk_metrics
 from .records import check_records
 
 log = logging.getLogger("aligntds")
@@ -91,6 +93,11 @@ class Joined:
     exact: dict = field(default_factory=dict)  # name -> float [T]
     aligned_entropy: np.ndarray | None = None  # float [T] nats, None: not stored (reference pickles)
     base_entropy: np.ndarray | None = None
+    aligned_only: np.ndarray | None = None  # bool [T] (None: all False)
+
+    def __post_init__(self):
+        if self.aligned_only is None:
+            self.aligned_only = np.zeros(len(self.response_ids), dtype=bool)
 
 
 # -- reading the three input formats ------------------------------------------------------------
@@ -154,7 +161,7 @@ def _join_ours(a_recs, b_recs, a_path, b_path) -> list[Joined]:
         out.append(Joined(
             a["index"], a["id"], a["prompt"], b["prompt"], a["probe_text"], b["response_ids"],
             a["topk_ids"][:t], a["topk_logprobs"][:t], b["topk_ids"], b["topk_logprobs"],
-            rank, lp, a["token_rank"][:t] > 0, aligned_entropy=a["entropy"][:t], base_entropy=b["entropy"],
+            rank, lp, a["token_rank"][:t] > 0, aligned_only=b.get("aligned_only"), aligned_entropy=a["entropy"][:t], base_entropy=b["entropy"],
         ))
     return out
 
@@ -166,7 +173,7 @@ def _from_pair(recs) -> list[Joined]:
             r["topk_ids"], r["topk_logprobs"], r["base_topk_ids"], r["base_topk_logprobs"],
             r["aligned_rank"].astype(np.int64), r["aligned_logprob"].astype(np.float64), r["token_rank"] > 0,
             {k: np.asarray(r[k], dtype=np.float64) for k in EXACT_KEYS},
-            aligned_entropy=r["entropy"], base_entropy=r["base_entropy"],
+            aligned_only=r.get("aligned_only"), aligned_entropy=r["entropy"], base_entropy=r["base_entropy"],
         )
         for r in recs
     ]
@@ -308,6 +315,7 @@ def compute(joined: list[Joined], ks: tuple[int, ...]) -> list[dict]:
                 metrics[f"{name}@{k}"] = values.astype(np.float32)
     rank = cat("aligned_rank")
     cls = np.where(rank < 0, 2, shift_class(np.maximum(rank, 0))).astype(np.int8) if len(rank) else np.zeros(0, np.int8)
+    cls[cat("aligned_only").astype(bool)] = ALIGNED_ONLY
     examples = []
     for n, j in enumerate(joined):
         s, e = bounds[n], bounds[n + 1]

@@ -13,7 +13,15 @@ One dict per example (T answer positions, k = top_k); the README documents every
     final_generated_text        i2i only: the answer ids decoded
     aligned_rank     int32 [T], aligned_logprob float32 [T]: i2b and pair: exact rank / log-prob, in the
                      whole base distribution, of the aligned model's top-1 token at that position
-    meta             dict       model, revision, mode, dtype, top_k, template, data, versions
+                     (-1 and -inf where the base model does not have that token)
+    aligned_only     bool [T]   i2b and pair (absent in older files: all False): the answer token or the aligned
+                     top-1 exists only in the aligned vocabulary (appended tokens), or an earlier answer token
+                     does; such positions are never classed
+    meta             dict       model, revision, mode, dtype, top_k, template, data, versions, shared_vocab, ...
+
+Values are finite, except log-probs (`*logprob*` keys), which are -inf for a token with probability 0
+(ruled out by its model, or one the model does not have; its rank is then -1). `check_records` refuses
+a file holding NaN or +inf anywhere, or -inf in any other key.
 
 Mode `pair` (both models in one process) holds the i2i keys for the aligned side, and besides:
 
@@ -48,6 +56,10 @@ MODE_KEYS = {
     "i2b": MODE_ARRAYS["i2b"],
     "pair": ("base_prompt", "base_prompt_ids", "final_generated_text", *MODE_ARRAYS["pair"]),
 }
+# Optional arrays: [T] when present (older files lack them).
+OPTIONAL_ARRAYS = {"i2i": (), "i2b": ("aligned_only",), "pair": ("aligned_only",)}
+# Arrays that may hold -inf (the log-prob of a token with probability 0); no array may hold NaN or +inf.
+LOGPROB_KEYS = ("topk_logprobs", "token_logprob", "aligned_logprob", "base_topk_logprobs", "base_token_logprob")
 # Meta keys that must agree between shards of one run (and between a shard and a re-run's settings).
 RUN_KEYS = ("model", "base_model", "mode", "dtype", "top_k", "template", "tokenization", "n_data", "data", "aligned", "vocab")
 
@@ -92,8 +104,10 @@ def make_record(
     n_truncated: int,
     meta: dict,
     final_generated_text: str | None = None,
+    aligned_only=None,
 ) -> dict:
-    """One record from a scored `Request` and its statistics (`Scorer.score`); i2b when they hold probe ranks.
+    """One record from a scored `Request` and its statistics (`Scorer.score`); i2b when they hold probe ranks
+    (then `aligned_only`, bool [T], is given too).
 
     `meta` is shared by all records of a run: pickle stores one copy per file.
     """
@@ -109,6 +123,8 @@ def make_record(
     }
     if "probe_rank" in stats:
         rec["aligned_rank"], rec["aligned_logprob"] = stats["probe_rank"], stats["probe_logprob"]
+    if aligned_only is not None:
+        rec["aligned_only"] = np.asarray(aligned_only, dtype=bool)
     if final_generated_text is not None:
         rec["final_generated_text"] = final_generated_text
     rec["meta"] = meta
@@ -126,8 +142,10 @@ def make_pair_record(
     n_truncated: int,
     meta: dict,
     final_generated_text: str,
+    aligned_only=None,
 ) -> dict:
-    """One `--mode pair` record from a scored `PairRequest` and its statistics (`PairScorer.score`)."""
+    """One `--mode pair` record from a scored `PairRequest` and its statistics (`PairScorer.score`);
+    aligned_only: bool [T] (default: all False)."""
     rec = {
         "index": index,
         "id": id,
@@ -138,6 +156,7 @@ def make_pair_record(
         "base_prompt_ids": np.asarray(request.base.prompt_ids, dtype=np.int32),
         "response_ids": np.asarray(request.response_ids, dtype=np.int32),
         **{k: stats[k] for k in ARRAY_KEYS + MODE_ARRAYS["pair"]},
+        "aligned_only": np.zeros(len(request.response_ids), bool) if aligned_only is None else np.asarray(aligned_only, dtype=bool),
         "n_truncated": n_truncated,
         "final_generated_text": final_generated_text,
         "meta": meta,
@@ -146,7 +165,8 @@ def make_pair_record(
 
 
 def check_records(records: list[dict], path: str | Path, mode: str) -> None:
-    """Refuse, naming the file and the example, a record list this project did not write for `mode`."""
+    """Refuse, naming the file and the example, a record list this project did not write for `mode`, or one
+    holding non-finite values (NaN or +inf anywhere, -inf outside the log-probs: see the module docstring)."""
     need = COMMON_KEYS + MODE_KEYS.get(mode, ())
     for n, rec in enumerate(records):
         meta = rec.get("meta")
@@ -157,9 +177,22 @@ def check_records(records: list[dict], path: str | Path, mode: str) -> None:
             hint = " (a file of the reference implementation? data_prep reads those)" if "results" in rec else ""
             raise UserError(f"{path}: record {n} has no {', '.join(missing)}: not {mode} records of this tool{hint}")
         t = len(rec["response_ids"])
-        for k in ARRAY_KEYS + MODE_ARRAYS.get(mode, ()):
+        for k in ARRAY_KEYS + MODE_ARRAYS.get(mode, ()) + tuple(k for k in OPTIONAL_ARRAYS.get(mode, ()) if k in rec):
             if not isinstance(rec[k], np.ndarray) or rec[k].shape[:1] != (t,):
                 raise UserError(f"{path}: record {n} (id={rec['id']}): {k} is not an array of {t} positions (the answer's length)")
+            _check_finite(rec[k], k, f"{path}: record {n} (id={rec['id']})")
+
+
+def _check_finite(values: np.ndarray, key: str, where: str) -> None:
+    if values.dtype.kind != "f":
+        return
+    bad = np.isnan(values) | (values == np.inf)
+    if key not in LOGPROB_KEYS:
+        bad |= values == -np.inf
+    if bad.any():
+        first = tuple(np.argwhere(bad)[0])
+        raise UserError(f"{where}: {key} holds {values[first]} at answer position {first[0]}: made from logits that were not "
+                        "finite (float16 overflow?); recompute it with --dtype bfloat16 or float32")
 
 
 def run_settings(meta: dict) -> dict:

@@ -7,6 +7,8 @@ every example gets, per side, its prompt text and ids, plus the one answer all s
 - the answer's ids are the example's `output_ids` when it has them (the ids `generate_outputs.py`
   generated, checked against the vocabulary), else `output[0]` encoded after the aligned prompt
   (`ChatEncoder.answer_ids`), or, for i2b, the ids of the i2i record, so that positions line up;
+- with an extended vocabulary (the aligned tokenizer is the base one plus appended tokens), the
+  positions the base model cannot be compared at are marked (`aligned_only`);
 - an answer longer than a side's context (`max_position_embeddings`) minus that side's prompt is cut
   to fit every side (`n_truncated` counts the dropped tokens); a prompt that alone fills the context,
   or an empty prompt, is a one-line error naming the example.
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Sequence
+
+import numpy as np
 
 from .data import answer_of, fill_template
 from .errors import UserError
@@ -124,3 +128,13 @@ def plan(
         top1 = None if aligned_top1 is None else [int(x) for x in aligned_top1[n]][: len(response)]
         out.append(Planned(i, prompts, prompt_ids, response, top1, dropped))
     return out
+
+
+def aligned_only(response_ids: Sequence[int], aligned_top1: Sequence[int], n_base: int) -> np.ndarray:
+    """bool [T]: the positions at which a token exists only on the aligned side (id >= n_base, the base model's
+    vocabulary size): the answer token, or the aligned top-1, or an earlier answer token (the base model was fed a
+    stand-in for it, so its context there is not the answer's). Such positions are never classed.
+    """
+    response = np.asarray(response_ids, dtype=np.int64)
+    foreign = np.cumsum(response >= n_base) > 0  # at and after the first answer token the base model lacks
+    return foreign | (np.asarray(aligned_top1, dtype=np.int64).reshape(-1)[: len(response)] >= n_base)

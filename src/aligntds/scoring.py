@@ -11,6 +11,11 @@ T answer tokens of one example, k = top_k.
     scorer = Scorer(model, top_k=30, batch_tokens=8192)
     stats = scorer.score([Request(prompt_ids, response_ids)])   # one dict of arrays per request
 
+Non-finite logits (float16 overflow, usually in the backbone's hidden states) are never stored: every
+position's log-normalizer is checked on the device (a NaN or +inf logit, or a row of -inf, makes it
+non-finite), and the first such position stops the run with a `UserError` naming the example, the
+answer position and the dtype.
+
 Out of memory: after a CUDA out-of-memory error on a batch the token budget is halved (below that
 batch's cost) and the batch is split under it and retried, recursively; the batches still to come
 are planned under the lowered budget. Every example is scored exactly once. An example that does not
@@ -101,11 +106,17 @@ class LogitHead:
     in the model's dtype; products of its bfloat16 hidden states and weights are exact in float32, so
     this equals a bfloat16 matmul with a float32 result. Cost: V x H x 4 bytes (0.5 GB for Llama-2-7B).
 
+    token_ids: the ids the tokenizer maps to a token (None: every output row is a token). The
+    distribution is then over those tokens only: output rows beyond the last token id (embeddings
+    padded to a multiple of 64, or resized past the tokenizer) are cut off, and rows inside that no
+    token maps to get logit -inf, so no top-k holds a row without a token and no rank counts one.
+    `vocab_size` is then the last token id + 1.
+
     `Scorer.check_head` compares this against the model's own forward pass once, so an
     architecture that does something else after its output layer is refused, not mis-scored.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, token_ids: Sequence[int] | None = None):
         linear = model.get_output_embeddings()
         if linear is None:
             raise UserError(f"{type(model).__name__} has no output layer: not a causal language model")
@@ -114,9 +125,20 @@ class LogitHead:
         self.scale = getattr(cfg, "logit_scale", None)  # Cohere: logits * logit_scale
         self.divisor = getattr(cfg, "logits_scaling", None)  # Granite: logits / logits_scaling
         self.model_dtype = linear.weight.dtype
-        self.weight = linear.weight.detach().float()  # the same tensor when the model is float32
+        weight = linear.weight.detach().float()  # the same tensor when the model is float32
         bias = getattr(linear, "bias", None)
-        self.bias = None if bias is None else bias.detach().float()
+        bias = None if bias is None else bias.detach().float()
+        self.unmapped: torch.Tensor | None = None  # long [u]: rows below vocab_size that no token maps to
+        if token_ids is not None:
+            ids = np.unique(np.asarray(token_ids, dtype=np.int64))
+            ids = ids[(ids >= 0) & (ids < weight.shape[0])]
+            if len(ids):
+                n = int(ids[-1]) + 1
+                weight, bias = weight[:n], None if bias is None else bias[:n]
+                holes = np.setdiff1d(np.arange(n), ids)
+                if len(holes):
+                    self.unmapped = torch.as_tensor(holes, device=weight.device)
+        self.weight, self.bias = weight, bias
         self.device = self.weight.device
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -127,11 +149,23 @@ class LogitHead:
             logits = logits / self.divisor
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
+        return self.mask_unmapped(logits)
+
+    def mask_unmapped(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits [n, vocab_size] with the rows no token maps to set to -inf (in place)."""
+        if self.unmapped is not None:
+            logits.index_fill_(1, self.unmapped.to(logits.device), float("-inf"))
         return logits
 
     @property
     def vocab_size(self) -> int:
+        """Outputs kept: the last token id + 1 (every output row when no token ids were given)."""
         return self.weight.shape[0]
+
+    @property
+    def n_tokens(self) -> int:
+        """Outputs that are tokens (vocab_size less the unmapped rows)."""
+        return self.vocab_size - (0 if self.unmapped is None else len(self.unmapped))
 
 
 def log_softmax_stats(
@@ -139,11 +173,14 @@ def log_softmax_stats(
 ) -> dict[str, torch.Tensor]:
     """Per-position statistics of the full-vocabulary distribution log_softmax(logits).
 
-    logits: float32 [n, V] (overwritten; with keep_logprobs it holds the log-probs on return);
-    targets, probes: long [n].
+    logits: float32 [n, V] (overwritten; with keep_logprobs it holds the log-probs on return); -inf
+    is allowed (a token ruled out), NaN and +inf are not (see `finite`).
+    targets, probes: long [n]; an id >= V (a token this model does not have) gets log-prob -inf and rank -1.
     Returns topk_ids [n, k] and topk_logprobs [n, k] (descending), token_logprob [n], token_rank [n]
-    (0-based: the number of tokens strictly more likely than the target), entropy [n] in nats, and
-    with probes: probe_logprob [n], probe_rank [n].
+    (0-based: the number of tokens strictly more likely than the target), entropy [n] in nats,
+    finite [n] (bool: the row's log-normalizer is finite, i.e. no NaN or +inf logit and not all -inf;
+    where it is False every other statistic of the row is meaningless), and with probes:
+    probe_logprob [n], probe_rank [n].
 
     One exp() pass serves the normaliser and the entropy, and log-probs are never materialised:
     shifting a row by a constant changes neither its order nor its ranks. Ranks come from the
@@ -159,10 +196,13 @@ def log_softmax_stats(
         entropy[bad] = log_total[bad] - torch.where(e[bad] > 0, e[bad] * z[bad], 0.0).sum(dim=1) / total[bad]
     del e
     top_z, top_ids = torch.topk(z, top_k, dim=1)
-    out = {"topk_ids": top_ids, "topk_logprobs": top_z - log_total[:, None], "entropy": entropy}
+    out = {"topk_ids": top_ids, "topk_logprobs": top_z - log_total[:, None], "entropy": entropy, "finite": torch.isfinite(log_total)}
+    vocab = z.shape[1]
     for name, ids in (("token", targets), ("probe", probes)):
         if ids is None:
             continue
+        inside = ids < vocab
+        ids = torch.where(inside, ids, 0)
         tz = z.gather(1, ids[:, None])
         outside = (tz[:, 0] < top_z[:, -1]).nonzero()[:, 0]  # not in the top-k: count over the whole row
         if len(outside) > len(ids) // 4:
@@ -171,8 +211,8 @@ def log_softmax_stats(
             rank = (top_z > tz).sum(dim=1, dtype=torch.int32)
             if len(outside):
                 rank[outside] = (z[outside] > tz[outside]).sum(dim=1, dtype=torch.int32)
-        out[f"{name}_logprob"] = tz[:, 0] - log_total
-        out[f"{name}_rank"] = rank
+        out[f"{name}_logprob"] = torch.where(inside, tz[:, 0] - log_total, float("-inf"))
+        out[f"{name}_rank"] = torch.where(inside, rank, -1)
     if keep_logprobs:
         z.sub_(log_total[:, None])
     return out
@@ -184,6 +224,7 @@ STAT_DTYPES = {
     "token_logprob": np.float32,
     "token_rank": np.int32,
     "entropy": np.float32,
+    "finite": np.bool_,
     "probe_logprob": np.float32,
     "probe_rank": np.int32,
 }
@@ -191,7 +232,7 @@ STAT_DTYPES = {
 
 def empty_stats(top_k: int, with_probes: bool) -> dict[str, np.ndarray]:
     """The statistics of an empty answer (T = 0)."""
-    out = {k: np.zeros((0, top_k) if k.startswith("topk") else (0,), dtype=v) for k, v in STAT_DTYPES.items()}
+    out = {k: np.zeros((0, top_k) if k.startswith("topk") else (0,), dtype=v) for k, v in STAT_DTYPES.items() if k != "finite"}
     if not with_probes:
         del out["probe_logprob"], out["probe_rank"]
     return out
@@ -227,8 +268,10 @@ def to_host(parts: dict[str, list[torch.Tensor]], lengths: Sequence[int], casts:
 class BatchedScorer:
     """Length-sorted batches under a token budget, split on out-of-memory, results in request order.
 
-    A subclass defines `_score_batch(requests) -> [stats]`, `_empty(request) -> stats` (T = 0) and
-    `_validate(requests)`; a request has `.length` (the tokens it costs in a padded batch) and `.response_ids`.
+    A subclass defines `_score_batch(requests) -> [stats]`, `_empty(request) -> stats` (T = 0),
+    `_validate(requests)` and `_finite_keys()`; a request has `.length` (the tokens it costs in a padded
+    batch) and `.response_ids`. The bool [T] arrays named by `_finite_keys` are taken out of each result
+    and checked: a position whose logits were not finite is a `UserError` naming the example.
     `batch_tokens` is the budget; it only ever goes down (after an out-of-memory error).
     """
 
@@ -242,6 +285,16 @@ class BatchedScorer:
 
     def _validate(self, requests: Sequence) -> None:
         pass
+
+    def _finite_keys(self) -> dict[str, "Scorer"]:
+        """{stats key of a bool [T] `finite` array: the scorer whose logits it describes}."""
+        raise NotImplementedError
+
+    def _check_finite(self, stats: dict[str, np.ndarray], name: str) -> None:
+        for key, scorer in self._finite_keys().items():
+            finite = stats.pop(key, None)
+            if finite is not None and not finite.all():
+                raise UserError(scorer.nonfinite_error(name, int(np.argmin(finite))))
 
     def score(
         self, requests: Sequence, progress: Callable[[int, int], None] | None = None, names: Sequence[str] | None = None
@@ -287,6 +340,7 @@ class BatchedScorer:
                 self._score_or_split(part, requests, results, progress, names)
             return
         for i, st in zip(idx, stats):
+            self._check_finite(st, names[i] if names is not None else f"request {i}")
             results[i] = st
         if progress:
             progress(len(idx), sum(len(r.response_ids) for r in batch))
@@ -312,15 +366,22 @@ class Scorer(BatchedScorer):
     model: a Hugging Face causal LM in eval mode (one device, or spread with device_map).
     batch_tokens: padded tokens per forward batch. head_bytes: memory for one chunk of
     full-vocabulary float32 work (two [n, V] buffers); small chunks stay in cache on a CPU.
+    token_ids: the ids its tokenizer maps to tokens (see `LogitHead`; None: every output row).
+    stand_in: when given, an input id the model does not have (>= `head.vocab_size`: a token only the
+    other model of a pair has) is fed as this id instead; its positions are the caller's to mark.
+    name: the model in error messages (default: the folder or hub id it was loaded from).
     """
 
-    def __init__(self, model, top_k: int, batch_tokens: int, head_bytes: int = 32 << 20, pad_id: int = 0):
+    def __init__(self, model, top_k: int, batch_tokens: int, head_bytes: int = 32 << 20, pad_id: int = 0,
+                 token_ids: Sequence[int] | None = None, stand_in: int | None = None, name: str | None = None):
         self.model = model
         self.backbone = model.base_model
-        self.head = LogitHead(model)
+        self.head = LogitHead(model, token_ids)
+        self.name = name or getattr(model, "name_or_path", None) or type(model).__name__
+        self.stand_in = stand_in
         vocab = self.head.vocab_size
-        if not 1 <= top_k <= vocab:
-            raise UserError(f"--top_k must be between 1 and the vocabulary size {vocab}, got {top_k}")
+        if not 1 <= top_k <= self.head.n_tokens:
+            raise UserError(f"--top_k must be between 1 and the vocabulary size {self.head.n_tokens}, got {top_k}")
         self.top_k = top_k
         self.batch_tokens = batch_tokens
         self.chunk = max(1, head_bytes // (2 * 4 * vocab))
@@ -337,6 +398,8 @@ class Scorer(BatchedScorer):
             seq = list(r.prompt_ids) + list(r.response_ids)
             ids[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             mask[b, : len(seq)] = 1
+        if self.stand_in is not None:
+            ids[ids >= self.head.vocab_size] = self.stand_in
         return ids.to(self.input_device), mask.to(self.input_device)
 
     @torch.inference_mode()
@@ -379,32 +442,52 @@ class Scorer(BatchedScorer):
     def _empty(self, request: Request) -> dict[str, np.ndarray]:
         return empty_stats(self.top_k, request.probe_ids is not None)
 
+    def _finite_keys(self) -> dict[str, "Scorer"]:
+        return {"finite": self}
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the model's backbone runs in."""
+        return getattr(self.model, "dtype", self.head.model_dtype)
+
+    def nonfinite_error(self, name: str, position: int | None = None) -> str:
+        """The one-line message for logits that are not finite: the example (`name`), the answer position (None: the
+        model's own forward pass in `check_head`), the model and its dtype, and what to do."""
+        dtype = dtype_name(self.dtype)
+        where = (f"at answer position {position}" if position is not None
+                 else "in its own forward pass (the once-per-run check of the output layer)")
+        if self.dtype == torch.float16:
+            hint = "float16 overflow (its largest value is 65504): run with --dtype bfloat16 or float32"
+        elif self.dtype == torch.float32:
+            hint = "the model's weights, or what they compute, hold NaN or inf"
+        else:
+            hint = "run with --dtype float32; if that fails too, the model's weights hold NaN or inf"
+        return f"{name}: the logits of {self.name} in {dtype} are not finite (NaN or inf) {where}: {hint}; no records were written"
+
     @torch.inference_mode()
-    def check_head(self, request: Request, max_tokens: int = 32) -> float:
+    def check_head(self, request: Request, max_tokens: int = 32, name: str | None = None) -> float:
         """Compare the fast path with the model's own forward pass on the start of one example.
 
         Returns the largest difference in log-probability. The model's own logits are rounded to its
         dtype and ours are not, so the allowed difference is that rounding: 1e-3 in float32, else
         4 units in the last place of the dtype at the largest logit (plus 1e-3). Raises `UserError`
-        when the model's logits are not finite (float16 overflow) or differ by more, i.e. when this
-        architecture transforms its logits in a way `LogitHead` does not reproduce.
+        when the model's logits are not finite (float16 overflow; named as such, with the example
+        `name`), or differ by more, i.e. when this architecture transforms its logits in a way
+        `LogitHead` does not reproduce.
         """
         seq = (list(request.prompt_ids) + list(request.response_ids))[:max_tokens]
         if len(seq) < 2:
             return 0.0
         probe = Request(seq[:1], seq[1:])
         ids, _ = self._padded([probe])
-        own = self.model(input_ids=ids).logits[0, :-1].float().to(self.head.device)
+        own = self.model(input_ids=ids).logits[0, :-1, : self.head.vocab_size].float().to(self.head.device)
         dtype = self.head.model_dtype
         if not torch.isfinite(own).all():
-            raise UserError(
-                f"{type(self.model).__name__}: the model's own logits in {dtype_name(dtype)} are not finite (overflow): "
-                "run with --dtype bfloat16 or float32"
-            )
-        full = own.log_softmax(-1)
-        fast = self.head(self.answer_hidden([probe])).log_softmax(-1)
-        diff = (full - fast).abs().max().item()
+            raise UserError(self.nonfinite_error(name or "the first example"))
         tol = 1e-3 if dtype == torch.float32 else 1e-3 + 4 * torch.finfo(dtype).eps * own.abs().max().item()
+        full = self.head.mask_unmapped(own).log_softmax(-1)
+        fast = self.head(self.answer_hidden([probe])).log_softmax(-1)
+        diff = torch.where(torch.isfinite(fast), full - fast, 0.0).abs().max().item()
         if not diff <= tol:
             raise UserError(
                 f"{type(self.model).__name__}: the fast output layer differs from the model's forward pass by {diff:.3g} "

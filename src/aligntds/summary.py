@@ -11,6 +11,9 @@ convention) and `mean_kl` is the exact KL(P_base || P_aligned) when pair mode co
 reference's KL@10 over the stored top-k; `kl` says which, and every KL below (spikes, top examples) is
 that one. Positions whose base rank is unknown (the reference's pickles stop at their top-k; counted in
 `rank_unknown`) are left out of the rank and probability means, which then lean towards the unshifted.
+Positions never classed (a token there, or earlier in the answer, exists only in the aligned vocabulary;
+counted in `aligned_only`) are left out of the class counts, the ratios, the token tables, the curves
+and the entropy split.
 
 The corpus numbers and each slice's numbers come from one function, `block`, over a subset of positions.
 
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import CLASS_NAMES, MARGINAL, SHIFTED, UNSHIFTED
+from .metrics import ALIGNED_ONLY, CLASS_NAMES, MARGINAL, SHIFTED, UNSHIFTED
 from .store import atomic_write_bytes
 
 TOP_TOKENS = 50
@@ -86,7 +89,7 @@ class Positions:
 
 def _token_table(top1, cls, wanted, tokens, n):
     counts = Counter(top1[cls == wanted].tolist())
-    totals = Counter(top1.tolist())
+    totals = Counter(top1[cls != ALIGNED_ONLY].tolist())
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
     return [[tokens.get(t, f"<{t}>"), c, round(c / totals[t], 4)] for t, c in ranked]
 
@@ -133,10 +136,12 @@ def block(P: Positions, examples: int, tokens: dict, top_n: int = TOP_TOKENS, bi
     and `top_unshifted_tokens` (`[token, count, share of that token's positions]`), and `by_position`
     (`relative`: per 1/bins of the answer; `absolute`, per answer position, when asked)."""
     n = len(P.cls)
+    P = P.where(P.cls != ALIGNED_ONLY)  # never classed: counted apart, left out of everything below
+    n_classed = len(P.cls)
     counts = {name: int((P.cls == c).sum()) for c, name in zip((UNSHIFTED, MARGINAL, SHIFTED), CLASS_NAMES)}
     by_position = {}
     if absolute:
-        max_pos = int(P.pos.max()) + 1 if n else 0
+        max_pos = int(P.pos.max()) + 1 if n_classed else 0
         by_position["absolute"] = _curve([np.flatnonzero(P.pos == t) for t in range(max_pos)], P)
         for t, row in enumerate(by_position["absolute"]):
             row["position"] = t
@@ -147,7 +152,8 @@ def block(P: Positions, examples: int, tokens: dict, top_n: int = TOP_TOKENS, bi
         "examples": examples,
         "positions": n,
         **counts,
-        "ratios": {k: round(v / n, 6) if n else 0.0 for k, v in counts.items()},
+        "ratios": {k: round(v / n_classed, 6) if n_classed else 0.0 for k, v in counts.items()},
+        "aligned_only": n - n_classed,
         "top_shifted_tokens": _token_table(P.top1, P.cls, SHIFTED, tokens, top_n),
         "top_unshifted_tokens": _token_table(P.top1, P.cls, UNSHIFTED, tokens, top_n),
         "by_position": by_position,
@@ -232,10 +238,10 @@ def summarize(prepared: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS
         "source": prepared["source"],
         "kl": prepared["kl"],
         **block(P, len(exs), prepared["tokens"], top_n, bins),
-        "rank_unknown": int((P.rank < 0).sum()),
+        "rank_unknown": int(((P.rank < 0) & (P.cls != ALIGNED_ONLY)).sum()),
         "ties": int(P.tie.sum()),
         "greedy_mismatch": None if prepared["source"] == "reference" else _mismatch(exs, P.mismatch, P.pos),
-        "entropy": entropy_section(P, prepared["tokens"], top_n, bins),
+        "entropy": entropy_section(P.where(P.cls != ALIGNED_ONLY), prepared["tokens"], top_n, bins),
         "spikes": {
             "threshold": threshold,
             "rule": "KL above the corpus mean + 3 standard deviations",
@@ -325,6 +331,9 @@ def format_summary(s: dict, tokens: int = 12) -> str:
         first = gm["first_position"]
         lines.append(f"    at position 0: {first['mismatches']} of {first['examples']} examples ({100 * first['ratio']:.1f}%); "
                      f"after it: {100 * gm['rest_ratio']:.2f}% of positions")
+    if s.get("aligned_only"):
+        lines.append(f"  aligned_only: {s['aligned_only']:,} positions not classed: a token there (or earlier in the answer) "
+                     "exists only in the aligned vocabulary; the ratios are of the other positions")
     if s.get("ties"):
         lines.append(f"  ties: at {s['ties']:,} positions the aligned top-1 has exactly the base log-prob of another token "
                      "(ranks count only tokens strictly more likely)")

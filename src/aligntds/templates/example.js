@@ -44,7 +44,7 @@
     head.appendChild(el("b", null, "Position " + t + ": "));
     head.appendChild(el("span", "c" + data.cls[t], visible(tokenText(data.answer[t]))));
     head.appendChild(document.createTextNode(
-      " \u2014 " + CLASSES[data.cls[t]] + "; the aligned top-1 token has base rank " +
+      " \u2014 " + (CLASSES[data.cls[t]] || "not classed (a token only the aligned vocabulary has)") + "; the aligned top-1 token has base rank " +
       (rank < 0 ? "> " + data.base_ids[t].length : String(rank + 1)) + " (1 = top) and base probability " + pct(data.base_prob[t]) +
       (data.mismatch[t] ? "; the answer token here is not the aligned model's top-1" : "") +
       (data.spike[t] ? "; a KL spike" : "")));
