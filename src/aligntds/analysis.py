@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import models, store
+from . import adapters, models, store
 from .data import REFERENCE_TEMPLATE, answer_of, data_fingerprint, load_examples, load_template
 from .distributed import Rank, current_rank, device_for, part, select_device
 from .errors import UserError
@@ -155,8 +155,8 @@ def _keep_existing(shard: Path, planned: dict, opts: Options) -> bool:
     return False
 
 
-def _load(name: str, dtype, device: str, opts: Options):
-    return models.load_model(name, dtype, device, opts.device_map, opts.trust_remote_code, opts.attn_implementation)
+def _load_kwargs(opts: Options) -> dict:
+    return {"device_map": opts.device_map, "trust_remote_code": opts.trust_remote_code, "attn_implementation": opts.attn_implementation}
 
 
 def _scoring_args(opts: Options, device: str) -> dict:
@@ -224,8 +224,10 @@ def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
         log.warning("--base_device applies to --mode pair only; this run uses --device")
     device, dtype = _device_dtype(opts, rank)
     i2i = i2i_records_for(opts.i2i_pkl_file, items, start, end) if i2b else None
+    adapter_base = None if i2b else opts.base_model  # --base_model: the base weights of an aligned adapter
     planned = {
         "model": model_name,
+        "adapter": adapters.describe(model_name, adapter_base),
         "mode": opts.mode,
         "dtype": models.dtype_name(dtype),
         "top_k": opts.top_k,
@@ -240,7 +242,7 @@ def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
     if _keep_existing(shard, planned, opts):
         return shard
 
-    tok = models.load_tokenizer(model_name, opts.trust_remote_code)
+    tok = models.load_tokenizer(adapters.tokenizer_source(model_name, adapter_base), opts.trust_remote_code)
     vocab = models.vocab_fingerprint(tok)
     if i2i:
         aligned_meta = i2i[0]["meta"]
@@ -250,7 +252,7 @@ def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
                 f"tokenizer of {aligned_meta.get('model')} recorded in {opts.i2i_pkl_file} (vocabulary "
                 f"{aligned_meta.get('vocab_size')}, fingerprint {aligned_meta.get('vocab')}): token ids would not mean the same text"
             )
-    model = _load(model_name, dtype, device, opts)
+    model = adapters.load(model_name, dtype, device, adapter_base, **_load_kwargs(opts)).model
 
     (side,) = _sides(opts, [tok], [model], template)
     where = _where(opts, items)
@@ -290,6 +292,8 @@ def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
 def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank) -> Path | None:
     """--mode pair: both models in this process, exact divergences at every position."""
     base_name, aligned_name = models.resolve_pair(opts.pair, opts.base_model, opts.aligned_model)
+    if base_name is None and aligned_name is not None:  # an aligned adapter: the base weights it names
+        base_name = (adapters.describe(aligned_name) or {}).get("base")
     if base_name is None or aligned_name is None:
         raise UserError(f"--pair {opts.pair!r} is not a preset ({', '.join(models.PAIRS)}): --mode pair needs --aligned_model and --base_model")
     if opts.i2i_pkl_file:
@@ -300,6 +304,8 @@ def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank
     planned = {
         "model": aligned_name,
         "base_model": base_name,
+        "adapter": adapters.describe(aligned_name, opts.base_model),
+        "base_adapter": adapters.describe(base_name),
         "mode": "pair",
         "dtype": models.dtype_name(dtype),
         "top_k": opts.top_k,
@@ -312,30 +318,30 @@ def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank
     if _keep_existing(shard, planned, opts):
         return shard
 
-    tok_a = models.load_tokenizer(aligned_name, opts.trust_remote_code)
-    tok_b = models.load_tokenizer(base_name, opts.trust_remote_code)
+    tok_a = models.load_tokenizer(adapters.tokenizer_source(aligned_name, opts.base_model), opts.trust_remote_code)
+    tok_b = models.load_tokenizer(adapters.tokenizer_source(base_name), opts.trust_remote_code)
     vocab = models.vocab_fingerprint(tok_a)
     if models.vocab_fingerprint(tok_b) != vocab:
         raise UserError(f"the tokenizers of {aligned_name} and {base_name} differ ({models.vocab_difference(tok_a, tok_b)}): "
                         "token ids would not mean the same text")
-    model_a = _load(aligned_name, dtype, device, opts)
-    model_b = _load(base_name, dtype, base_device, opts)
+    aligned, base = adapters.load_pair(aligned_name, base_name, dtype, device, base_device, opts.base_model, **_load_kwargs(opts))
+    model_a, model_b = aligned.model, base.model
 
     sides = _sides(opts, [tok_a, tok_b], [model_a, model_b], template)
     where = _where(opts, items)
     answers = [answer_ids(items[i], sides[0], where(i)) for i in range(start, end)]
     planned_ex = plan(items, range(start, end), sides, answers, where)
     requests = [PairRequest(Request(p.prompt_ids[0], p.response_ids), Request(p.prompt_ids[1], p.response_ids)) for p in planned_ex]
-    scorer = PairScorer(model_a, model_b, opts.top_k, pad_ids=(_pad_id(tok_a), _pad_id(tok_b)), **_scoring_args(opts, device))
+    scorer = PairScorer(model_a, model_b, opts.top_k, pad_ids=(_pad_id(tok_a), _pad_id(tok_b)), base_context=base.context,
+                        **_scoring_args(opts, device))
     _check_ids(requests, scorer.aligned.head.vocab_size, start, aligned_name)
     first = next((r for r in requests if r.response_ids), None)
     if first is not None:
-        scorer.aligned.check_head(first.aligned)
-        scorer.base.check_head(first.base)
+        scorer.check_heads(first)
 
     stats = _score_with_progress(scorer, requests, f"{opts.pair} pair", not rank.is_main, [where(i) for i in range(start, end)])
     meta = {**_base_meta(opts, planned, model_a, vocab, tok_a), "base_revision": models.model_revision(model_b),
-            "answer_ids": _answer_source(items, start, end, opts)}
+            "answer_ids": _answer_source(items, start, end, opts), "shared_weights": model_a is model_b}
     records = [
         make_pair_record(
             index=p.index,

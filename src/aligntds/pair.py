@@ -13,9 +13,10 @@ P = P_aligned (the aligned model on its chat prompt), Q = P_base (the base model
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
@@ -125,12 +126,17 @@ class PairScorer(BatchedScorer):
 
     The models may live on different devices (the base chunk is moved over); they must have the same
     number of outputs. head_bytes: memory for one chunk's float32 work (about eight [n, V] buffers).
+    base_context: a context manager factory under which base_model computes the base side (an aligned adapter
+    on the base weights: one model, the adapter disabled for the base side; `aligntds.adapters`). When both
+    sides share their output layer, they share its float32 copy.
     """
 
     def __init__(self, aligned_model, base_model, top_k: int, batch_tokens: int, head_bytes: int = 32 << 20,
-                 pad_ids: tuple[int, int] = (0, 0)):
+                 pad_ids: tuple[int, int] = (0, 0), base_context: Callable[[], ContextManager] = contextlib.nullcontext):
         self.aligned = Scorer(aligned_model, top_k, batch_tokens, head_bytes, pad_ids[0])
-        self.base = Scorer(base_model, top_k, batch_tokens, head_bytes, pad_ids[1])
+        shared = base_model.get_output_embeddings() is aligned_model.get_output_embeddings()
+        self.base = Scorer(base_model, top_k, batch_tokens, head_bytes, pad_ids[1], head=self.aligned.head if shared else None)
+        self.base_context = base_context
         va, vb = self.aligned.head.vocab_size, self.base.head.vocab_size
         if va != vb:
             raise UserError(f"the aligned model has {va} outputs, the base model {vb}: the distributions cannot be compared")
@@ -142,7 +148,8 @@ class PairScorer(BatchedScorer):
     @torch.inference_mode()
     def _score_batch(self, requests: Sequence[PairRequest]) -> list[dict[str, np.ndarray]]:
         hidden_p = self.aligned.answer_hidden([r.aligned for r in requests])
-        hidden_q = self.base.answer_hidden([r.base for r in requests])
+        with self.base_context():
+            hidden_q = self.base.answer_hidden([r.base for r in requests])
         targets = self.aligned.ids_tensor([r.aligned for r in requests], "response_ids")
         parts: dict[str, list[torch.Tensor]] = {}
         for s in range(0, hidden_p.shape[0], self.chunk):
@@ -152,6 +159,12 @@ class PairScorer(BatchedScorer):
             for k, v in pair_stats(logits_p, logits_q, targets[s:e], self.top_k).items():
                 parts.setdefault(k, []).append(v)
         return to_host(parts, [len(r.response_ids) for r in requests], PAIR_CASTS)
+
+    def check_heads(self, request: PairRequest) -> None:
+        """`Scorer.check_head` for both sides, on one example."""
+        self.aligned.check_head(request.aligned)
+        with self.base_context():
+            self.base.check_head(request.base)
 
     def _validate(self, requests: Sequence[PairRequest]) -> None:
         for r in requests:

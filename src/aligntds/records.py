@@ -13,7 +13,7 @@ One dict per example (T answer positions, k = top_k); the README documents every
     final_generated_text        i2i only: the answer ids decoded
     aligned_rank     int32 [T], aligned_logprob float32 [T]: i2b and pair: exact rank / log-prob, in the
                      whole base distribution, of the aligned model's top-1 token at that position
-    meta             dict       model, revision, mode, dtype, top_k, template, data, versions
+    meta             dict       model, revision, adapter, mode, dtype, top_k, template, data, versions
 
 Mode `pair` (both models in one process) holds the i2i keys for the aligned side, and besides:
 
@@ -49,7 +49,8 @@ MODE_KEYS = {
     "pair": ("base_prompt", "base_prompt_ids", "final_generated_text", *MODE_ARRAYS["pair"]),
 }
 # Meta keys that must agree between shards of one run (and between a shard and a re-run's settings).
-RUN_KEYS = ("model", "base_model", "mode", "dtype", "top_k", "template", "tokenization", "n_data", "data", "aligned", "vocab")
+RUN_KEYS = ("model", "base_model", "adapter", "base_adapter", "mode", "dtype", "top_k", "template", "tokenization", "n_data", "data",
+            "aligned", "vocab")
 
 
 @lru_cache(maxsize=1)

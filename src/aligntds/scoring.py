@@ -312,12 +312,13 @@ class Scorer(BatchedScorer):
     model: a Hugging Face causal LM in eval mode (one device, or spread with device_map).
     batch_tokens: padded tokens per forward batch. head_bytes: memory for one chunk of
     full-vocabulary float32 work (two [n, V] buffers); small chunks stay in cache on a CPU.
+    head: the `LogitHead` of this model's output layer when one exists already (a pair on one model).
     """
 
-    def __init__(self, model, top_k: int, batch_tokens: int, head_bytes: int = 32 << 20, pad_id: int = 0):
+    def __init__(self, model, top_k: int, batch_tokens: int, head_bytes: int = 32 << 20, pad_id: int = 0, head: LogitHead | None = None):
         self.model = model
         self.backbone = model.base_model
-        self.head = LogitHead(model)
+        self.head = head or LogitHead(model)
         vocab = self.head.vocab_size
         if not 1 <= top_k <= vocab:
             raise UserError(f"--top_k must be between 1 and the vocabulary size {vocab}, got {top_k}")
