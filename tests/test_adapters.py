@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from aligntds.adapters import load_pair
@@ -24,27 +24,10 @@ from aligntds.errors import UserError
 from aligntds.pair import PairRequest, PairScorer
 from aligntds.scoring import Request, Scorer
 from aligntds.store import load_records
-from aligntds.tiny import save_pair_member
-from test_pipeline import one_error_line
+from conftest import make_adapter, one_error_line
 
 TOL = 1e-4  # merged weights round differently from base + adapter in float32 (seen: 1.6e-5)
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def make_adapter(base_folder, folder, tok, target_modules, seed=0):
-    """A LoRA on the model in `base_folder`, with random B matrices, saved in `folder`; and the merged full model
-    beside it (`folder`-merged). Returns (adapter folder, merged folder)."""
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32),
-                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=target_modules))
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.2)
-    model.save_pretrained(folder)
-    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base_folder)
-    merged = save_pair_member(folder.with_name(folder.name + "-merged"), model.merge_and_unload(), tok)
-    return folder, merged
 
 
 @pytest.fixture(scope="module")

@@ -61,8 +61,10 @@ def adapter_config(name: str):
             return None
     except (OSError, ValueError):
         return None
-    from peft import PeftConfig
-
+    try:
+        from peft import PeftConfig
+    except ImportError:
+        raise UserError(f"{name} is a PEFT adapter (it has adapter_config.json): install peft to load it (pip install 'peft>=0.10')") from None
     try:
         cfg = PeftConfig.from_pretrained(path, revision=rev)
     except (OSError, ValueError, TypeError) as e:
