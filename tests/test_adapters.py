@@ -155,3 +155,14 @@ def test_an_adapter_on_the_output_layer_is_merged(tmp_path, data_file, pair_llam
     inner = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(pair_llama["base"]), adapter).eval().get_base_model()
     with pytest.raises(UserError, match="differs from the model's forward pass"):
         Scorer(inner, top_k=5, batch_tokens=256).check_head(Request([1, 40, 41], [42, 43, 44, 45]))
+
+
+def test_prompt_learning_adapters_are_refused(tmp_path, data_file, pair_llama, capsys):
+    """Prompt tuning adds virtual tokens in peft's own forward pass, which scoring does not run: refused, not ignored."""
+    from peft import PromptTuningConfig, get_peft_model
+
+    base = AutoModelForCausalLM.from_pretrained(pair_llama["base"], dtype=torch.float32)
+    get_peft_model(base, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)).save_pretrained(tmp_path / "prompt")
+    assert logit_analysis(["--data_file", str(data_file), "--logits_folder", str(tmp_path / "x"), "--pair", "t",
+                           "--mode", "i2i", "--aligned_model", str(tmp_path / "prompt")]) == 2
+    one_error_line(capsys, str(tmp_path / "prompt"), "PROMPT_TUNING adapter", "not supported")

@@ -33,17 +33,14 @@ log = logging.getLogger("aligntds")
 
 @dataclass
 class Loaded:
-    """A model ready to score, and what it is.
+    """A model ready to score.
 
-    name: the model as given (an adapter's id or folder). model: the transformers causal LM to run (an adapter's
-    layers are inside it). adapter: `describe(...)` for `meta` (None: a full checkpoint). context: a context
-    manager factory under which `model` computes this side (the base side of a shared pair: the adapter off).
+    model: the transformers causal LM to run (an adapter's layers are inside it). context: a context manager
+    factory under which `model` computes this side (the base side of a shared pair: the adapter switched off).
     peft: the PeftModel around `model` (None: a full checkpoint, or an adapter merged into its weights).
     """
 
-    name: str
     model: Any
-    adapter: dict | None = None
     context: Callable[[], ContextManager] = contextlib.nullcontext
     peft: Any = field(default=None, repr=False)
 
@@ -139,7 +136,7 @@ def load(name: str, dtype, device: str, base: str | None = None, **kwargs) -> Lo
     """
     info = describe(name, base)
     if info is None:
-        return Loaded(name, models.load_model(name, dtype, device, **kwargs))
+        return Loaded(models.load_model(name, dtype, device, **kwargs))
     from peft import PeftModel
 
     weights = models.load_model(info["base"], dtype, device, **kwargs)
@@ -153,8 +150,8 @@ def load(name: str, dtype, device: str, base: str | None = None, **kwargs) -> Lo
     inner = peft_model.get_base_model()
     if changes_output_layer(inner):
         log.info(f"the adapter {name} changes the output layer: merged into its base weights")
-        return Loaded(name, peft_model.merge_and_unload(), info)
-    return Loaded(name, inner, info, peft=peft_model)
+        return Loaded(peft_model.merge_and_unload())
+    return Loaded(inner, peft=peft_model)
 
 
 def load_pair(aligned: str, base: str, dtype, device: str, base_device: str, aligned_base: str | None = None,
@@ -171,7 +168,7 @@ def load_pair(aligned: str, base: str, dtype, device: str, base_device: str, ali
         if loaded.peft is not None:
             log.info(f"{aligned} is an adapter on {base}: one copy of the weights serves both sides, the base side "
                      "with the adapter disabled")
-            return loaded, Loaded(base, loaded.model, context=loaded.peft.disable_adapter)
+            return loaded, Loaded(loaded.model, context=loaded.peft.disable_adapter)
         log.warning(f"the adapter {aligned} changes the output layer, so it was merged: {base} is loaded a second time")
         return loaded, load(base, dtype, base_device, **kwargs)
     return load(aligned, dtype, device, base=aligned_base, **kwargs), load(base, dtype, base_device, **kwargs)
