@@ -6,6 +6,10 @@
     # any chat model, a slice of the instructions
     python src/generate_outputs.py --model meta-llama/Llama-2-7b-chat-hf --data_file questions.jsonl \
         --output_file data/llama2-chat.[0:250].json --start 0 --end 250 --batch_size 8
+    # 8 processes, each writes data/parts/llama2-chat.[a:b].json; then the merge writes data/llama2-chat.json
+    accelerate launch --multi_gpu --num_processes 8 src/generate_outputs.py --model meta-llama/Llama-2-7b-chat-hf \
+        --data_file questions.jsonl --output_file data/llama2-chat.json
+    python src/generate_outputs.py --data_file questions.jsonl --output_file data/llama2-chat.json --merge
 
 Every flag: python src/generate_outputs.py --help
 """

@@ -5,6 +5,10 @@
 - `pair_qwen2`: base and aligned tiny Qwen2 models (grouped-query attention, tied embeddings) with `tok_nobos`.
 - `data_file`: a few just-eval-style examples (Llama-2 chat `input` starting with <s>, an empty
   answer, an answer ending in a literal </s>).
+- `launcher`, `subprocess_env`: start a script in several processes (accelerate launch, torchrun) on the CPU;
+  `run_ranks`: run a script as each rank of a launch in turn, in this process.
+- `one_error_line`: the one-line error a script printed for a user's mistake.
+- `make_adapter`: a LoRA adapter made with peft on a saved model, and the merged full model as its oracle.
 - `report`: the whole pipeline (i2i, i2b, merge, data_prep, generate_html) on `REPORT_EXAMPLES`, whose
   first prompt and answer hold <script>, <img onerror>, & and quotes.
 """
@@ -13,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,6 +78,85 @@ def write_data(path: Path, examples=EXAMPLES, jsonl: bool = False) -> Path:
     else:
         path.write_text(json.dumps(items, indent=1))
     return path
+
+
+def one_error_line(capsys, *fragments):
+    """The one `error: ...` line a script printed (and no traceback), holding every fragment."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    return lines[0]
+
+
+TIMEOUT = 600  # seconds for a launch of several processes
+
+
+def subprocess_env(tmp_path) -> dict[str, str]:
+    """One thread per process (two cores), no accelerate config of the user's (HF_HOME), and the launcher's
+    temporary folders under the test's (TMPDIR)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf"), "TOKENIZERS_PARALLELISM": "false",
+            "TMPDIR": str(tmp_path)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launcher(name: str, processes: int) -> list[str]:
+    """The command that starts a script (appended to it) in `processes` processes, as on a GPU node.
+
+    On a machine without GPUs `accelerate launch --cpu --num_processes 2` starts ONE process (accelerate expects
+    mpirun for several CPU processes), so accelerate gets --multi_gpu, which starts them with torch's launcher as on
+    a GPU node; the scripts then need --device cpu to keep the work on the CPU wherever the test runs.
+    """
+    if name == "accelerate":
+        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
+    assert name == "torchrun"
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+
+
+def run_ranks(main, world: int, args: list[str], monkeypatch, capsys) -> list[str]:
+    """Run a script's `main(args)` as ranks 0..world-1 of one launch, one after the other in this process; their stderr."""
+    from transformers.utils import logging as hf_logging
+
+    errs = []
+    try:
+        for r in range(world):
+            monkeypatch.setenv("RANK", str(r)), monkeypatch.setenv("WORLD_SIZE", str(world)), monkeypatch.setenv("LOCAL_RANK", str(r))
+            assert main(args) == 0
+            errs.append(capsys.readouterr().err)
+    finally:
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+            monkeypatch.delenv(name)
+        hf_logging.enable_progress_bar()  # ranks > 0 turned transformers' bars off in this process
+        hf_logging.set_verbosity_warning()
+    return errs
+
+
+def make_adapter(base_folder: Path, folder: Path, tok, target_modules: list[str], seed: int = 0) -> tuple[Path, Path]:
+    """A LoRA made with peft on the model in `base_folder`, its B matrices drawn at random (peft starts them at zero,
+    which would make the adapter do nothing), saved in `folder` (its config names `base_folder`); and the merged
+    full model (`merge_and_unload`) saved beside it, the oracle. Returns (adapter folder, merged folder)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=target_modules))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.2)
+    model.save_pretrained(folder)
+    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base_folder)
+    merged = save_pair_member(folder.with_name(folder.name + "-merged"), model.merge_and_unload(), tok)
+    return folder, merged
 
 
 @pytest.fixture(scope="session")

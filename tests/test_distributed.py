@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from transformers.utils import logging as hf_logging
 
 from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.cli.merge_logits import main as merge_logits
 from aligntds.distributed import Rank, current_rank, device_for, part
 from aligntds.errors import UserError
 from aligntds.store import load_records
+from conftest import TIMEOUT, launcher, run_ranks, subprocess_env
 from test_pipeline import assert_same_records
 from test_scoring import run_pair
 
 REPO = Path(__file__).resolve().parents[1]
-TIMEOUT = 600
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +29,6 @@ def one_process(tmp_path_factory, data_file, pair_llama):
 
 def model_flags(pair):
     return ["--aligned_model", str(pair["aligned"]), "--base_model", str(pair["base"])]
-
-
-def subprocess_env(tmp_path) -> dict[str, str]:
-    """One thread per process (two cores), no accelerate config of the user's (HF_HOME), and the launcher's
-    temporary folders under the test's (TMPDIR)."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf"), "TOKENIZERS_PARALLELISM": "false",
-            "TMPDIR": str(tmp_path)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_parts_tile_the_slice():
@@ -78,28 +62,12 @@ def test_rank_and_device_from_the_environment(monkeypatch):
         device_for(Rank(2, 8, 2), None, None)
 
 
-def run_ranks(world, args, monkeypatch, capsys) -> list[str]:
-    """Run `args` as ranks 0..world-1 of one launch, one after the other in this process; their stderr."""
-    errs = []
-    try:
-        for r in range(world):
-            monkeypatch.setenv("RANK", str(r)), monkeypatch.setenv("WORLD_SIZE", str(world)), monkeypatch.setenv("LOCAL_RANK", str(r))
-            assert logit_analysis(args) == 0
-            errs.append(capsys.readouterr().err)
-    finally:
-        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-            monkeypatch.delenv(name)
-        hf_logging.enable_progress_bar()  # ranks > 0 turned transformers' bars off in this process
-        hf_logging.set_verbosity_warning()
-    return errs
-
-
 @pytest.mark.parametrize("world", [3, 8])
 def test_ranks_write_their_parts_and_merge_to_one_process(world, tmp_path, data_file, pair_llama, one_process, monkeypatch, capsys):
     shards = tmp_path / "shards"
     args = ["--data_file", str(data_file), "--pair", "t", "--mode", "i2i", "--logits_folder", str(shards),
             "--aligned_model", str(pair_llama["aligned"])]
-    errs = run_ranks(world, [*args, "--start", "1"], monkeypatch, capsys)
+    errs = run_ranks(logit_analysis, world, [*args, "--start", "1"], monkeypatch, capsys)
     expected = {f"t-i2i.[{a}:{b}].pkl" for a, b in (part(1, 7, Rank(r, world, r)) for r in range(world)) if b > a}
     assert len(expected) == min(world, 6) and {p.name for p in shards.iterdir()} == expected  # an empty part writes nothing
     assert "processes share examples [1:7]" in errs[0]  # messages and progress bars on rank 0 only
@@ -112,7 +80,7 @@ def test_ranks_write_their_parts_and_merge_to_one_process(world, tmp_path, data_
 def test_pair_mode_ranks_merge_to_one_process(tmp_path, data_file, pair_llama, monkeypatch, capsys):
     args = ["--data_file", str(data_file), "--pair", "t", "--mode", "pair", *model_flags(pair_llama)]
     assert logit_analysis([*args, "--logits_folder", str(tmp_path / "one" / "shards")]) == 0
-    run_ranks(2, [*args, "--logits_folder", str(tmp_path / "two" / "shards")], monkeypatch, capsys)
+    run_ranks(logit_analysis, 2, [*args, "--logits_folder", str(tmp_path / "two" / "shards")], monkeypatch, capsys)
     assert sorted(p.name for p in (tmp_path / "two" / "shards").iterdir()) == ["t-pair.[0:3].pkl", "t-pair.[3:7].pkl"]
     for name in ("one", "two"):
         assert merge_logits([str(tmp_path / name), "t", "pair"]) == 0
@@ -120,17 +88,10 @@ def test_pair_mode_ranks_merge_to_one_process(tmp_path, data_file, pair_llama, m
 
 
 def test_accelerate_launch_two_processes(tmp_path, data_file, pair_llama, one_process):
-    """`accelerate launch` starts two processes; after the merge, the records of one process.
-
-    On a machine without GPUs `accelerate launch --cpu --num_processes 2` starts ONE process (accelerate
-    expects mpirun for several CPU processes), so the test asks for --multi_gpu, which starts them with
-    torch's launcher as on a GPU node; --device cpu keeps the work on the CPU wherever the test runs.
-    """
+    """`accelerate launch` starts two processes (see `conftest.launcher`); after the merge, the records of one process."""
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           "src/logit_analysis.py", "--data_file", str(data_file), "--pair", "t", "--mode", "i2i", "--device", "cpu",
-           "--logits_folder", str(out / "shards"), *model_flags(pair_llama)]
+    cmd = [*launcher("accelerate", 2), "src/logit_analysis.py", "--data_file", str(data_file), "--pair", "t", "--mode", "i2i",
+           "--device", "cpu", "--logits_folder", str(out / "shards"), *model_flags(pair_llama)]
     done = subprocess.run(cmd, cwd=REPO, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (out / "shards").iterdir()) == ["t-i2i.[0:3].pkl", "t-i2i.[3:7].pkl"]

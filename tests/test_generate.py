@@ -20,8 +20,7 @@ from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.prompts import ChatEncoder
 from aligntds.store import load_records
 from aligntds.tiny import save_pair_member, tiny_model, train_tokenizer
-from conftest import CORPUS
-from test_pipeline import one_error_line
+from conftest import CORPUS, TIMEOUT, launcher, make_adapter, one_error_line, run_ranks, subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 LLAMA2_TEMPLATE = (
@@ -206,3 +205,102 @@ def test_script_runs_as_a_command(tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "src/generate_outputs.py"), "--data_file", str(tmp_path / "x.json"),
                           "--output_file", str(tmp_path / "b.json"), "--model", "m"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'x.json'}: data file not found"]
+
+
+# -- several processes: parts, merged into the file one process writes ---------------------------------------
+
+@pytest.fixture(scope="module")
+def one_output(tmp_path_factory, chat_model, instructions) -> bytes:
+    """The output file of one process: what the parts of a launch must merge to, byte for byte."""
+    out = tmp_path_factory.mktemp("one") / "answers.json"
+    assert run_generate(instructions, out, chat_model[0], "--batch_size", "3") == 0
+    return out.read_bytes()
+
+
+def gen_flags(data, out, model):
+    return ["--data_file", str(data), "--output_file", str(out), "--model", str(model), "--max_new_tokens", str(MAX_NEW),
+            "--batch_size", "3"]
+
+
+def test_ranks_write_parts_that_merge_to_one_process(tmp_path, chat_model, instructions, one_output, monkeypatch, capsys):
+    out = tmp_path / "answers.json"
+    args = gen_flags(instructions, out, chat_model[0])
+    errs = run_ranks(generate, 3, args, monkeypatch, capsys)
+    parts = tmp_path / "parts"
+    assert sorted(p.name for p in parts.iterdir()) == ["answers.[0:2].json", "answers.[2:5].json", "answers.[5:8].json"]
+    assert not out.exists()
+    assert "3 processes share instructions [0:8]; this is rank 0: [0:2]" in errs[0] and "wrote" in errs[0]
+    assert not any("wrote" in e or "%|" in e for e in errs[1:])  # messages and progress bars on rank 0 only
+    assert generate([*args, "--merge"]) == 0
+    assert out.read_bytes() == one_output
+
+    (parts / "answers.[2:5].json").unlink()  # a process that failed
+    assert generate([*args, "--merge"]) == 2
+    one_error_line(capsys, "gap: no part holds examples [2:5]", "answers.[5:8].json")
+    errs = run_ranks(generate, 3, args, monkeypatch, capsys)  # the launch again: only the missing part is made
+    assert "exists: skipping" in errs[0] and "exists: skipping" not in errs[1]
+    assert generate([*args, "--merge"]) == 0 and out.read_bytes() == one_output
+
+    monkeypatch.setenv("RANK", "0"), monkeypatch.setenv("WORLD_SIZE", "3")
+    assert generate([*args, "--max_new_tokens", "5"]) == 2  # a part of another launch is not kept silently
+    one_error_line(capsys, "answers.[0:2].json exists with other settings", "max_new_tokens: 24 != 5")
+    monkeypatch.delenv("RANK"), monkeypatch.delenv("WORLD_SIZE")
+    assert generate([*args, "--merge", "--end", "6"]) == 2
+    one_error_line(capsys, "answers.[5:8].json holds examples up to 8, past the end 6")
+    (parts / "answers.[0:4].json").write_text((parts / "answers.[0:2].json").read_text())  # a launch with 2 processes
+    assert generate([*args, "--merge"]) == 2
+    one_error_line(capsys, "overlap: answers.[0:4].json starts at 0", "already hold examples up to 2")
+    (parts / "answers.[0:4].json").unlink()
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([{"id": f"q{i}", "pure_input": q + "!"} for i, q in enumerate(QUERIES)]))
+    assert generate([*gen_flags(other, out, chat_model[0]), "--merge"]) == 2
+    one_error_line(capsys, "answers.[0:2].json was not made by this command's launch on", "data:")
+    (parts / "answers.[5:8].json").write_text("[1, 2")
+    assert generate([*args, "--merge"]) == 2
+    one_error_line(capsys, "answers.[5:8].json", "not a readable part file")
+    assert out.read_bytes() == one_output  # refused merges leave the output as it was
+
+
+@pytest.mark.parametrize("name", ["accelerate", "torchrun"])
+def test_launch_two_processes_merges_to_one_process(name, tmp_path, chat_model, instructions, one_output):
+    """`accelerate launch` and `torchrun` start two processes (see `conftest.launcher`); the merge of their parts is
+    the file of one process, byte for byte."""
+    out = tmp_path / "answers.json"
+    flags = gen_flags(instructions, out, chat_model[0])
+    done = subprocess.run([*launcher(name, 2), "src/generate_outputs.py", *flags, "--device", "cpu"],
+                          cwd=REPO, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["answers.[0:4].json", "answers.[4:8].json"]
+    assert done.stderr.count("wrote ") == 1  # rank 0's message only
+    assert generate([*flags, "--merge"]) == 0
+    assert out.read_bytes() == one_output
+
+
+def test_run_shards_generates_then_scores(tmp_path, chat_model, instructions, one_output):
+    """scripts/run_shards.sh with GENERATE_FROM: answers in 2 processes, merged, then i2i and i2b on them."""
+    folder, tok = chat_model[:2]
+    base = save_pair_member(tmp_path / "base", tiny_model("llama", len(tok), seed=5), tok)
+    data = tmp_path / "answers.json"
+    env = {**subprocess_env(tmp_path), "LOGITS_ROOT": str(tmp_path / "runs"), "PYTHON": sys.executable,
+           "GENERATE_FROM": str(instructions), "GENERATE_FLAGS": f"--model {folder} --max_new_tokens {MAX_NEW} --batch_size 3"}
+    done = subprocess.run(["bash", "scripts/run_shards.sh", "2", "t", str(data), "--aligned_model", str(folder), "--base_model", str(base)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["answers.[0:4].json", "answers.[4:8].json"]
+    assert data.read_bytes() == one_output
+    i2i = load_records(tmp_path / "runs" / "t" / "t-i2i.pkl")
+    assert [r["response_ids"].tolist() for r in i2i] == [x["output_ids"] for x in json.loads(one_output)]  # scored as generated
+    assert len(load_records(tmp_path / "runs" / "t_tp" / "t-i2b.pkl")) == len(QUERIES)
+
+
+def test_answers_of_an_adapter(tmp_path, chat_model, instructions):
+    """--model accepts a PEFT adapter (on the base weights it names; the tokenizer and chat template are the base's):
+    its answers are those of the merged full model."""
+    folder, tok = chat_model[:2]
+    adapter, merged = make_adapter(folder, tmp_path / "adapter", tok, ["q_proj", "v_proj", "up_proj"])
+    for model in (adapter, merged, folder):
+        assert run_generate(instructions, tmp_path / f"{model.name}.json", model) == 0
+    with_adapter, full, plain = (json.loads((tmp_path / f"{m.name}.json").read_text()) for m in (adapter, merged, folder))
+    assert [x["generator"] for x in with_adapter] == [str(adapter)] * len(QUERIES)
+    strip = lambda items: [{k: v for k, v in x.items() if k != "generator"} for x in items]  # noqa: E731
+    assert strip(with_adapter) == strip(full) != strip(plain)

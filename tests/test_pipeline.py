@@ -14,7 +14,7 @@ from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.cli.merge_logits import main as merge_logits
 from aligntds.store import load_records, save_records
 from aligntds.tiny import save_pair_member, tiny_model, train_tokenizer
-from conftest import CORPUS, EXAMPLES, write_data
+from conftest import CORPUS, EXAMPLES, one_error_line, write_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,16 +27,6 @@ def i2i(data, folder, model, *extra):
 def i2b(data, folder, model, i2i_file, *extra):
     return logit_analysis(["--data_file", str(data), "--logits_folder", str(folder), "--pair", "t", "--mode", "i2b",
                            "--base_model", str(model), "--i2i_pkl_file", str(i2i_file), *extra])
-
-
-def one_error_line(capsys, *fragments):
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    return lines[0]
 
 
 def assert_same_records(a, b):

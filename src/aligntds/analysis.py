@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import models, store
+from . import adapters, models, store
 from .data import REFERENCE_TEMPLATE, answer_of, data_fingerprint, load_examples, load_template
 from .distributed import Rank, current_rank, device_for, part, select_device
 from .errors import UserError
@@ -155,8 +155,8 @@ def _keep_existing(shard: Path, planned: dict, opts: Options) -> bool:
     return False
 
 
-def _load(name: str, dtype, device: str, opts: Options):
-    return models.load_model(name, dtype, device, opts.device_map, opts.trust_remote_code, opts.attn_implementation)
+def _load_kwargs(opts: Options) -> dict:
+    return {"device_map": opts.device_map, "trust_remote_code": opts.trust_remote_code, "attn_implementation": opts.attn_implementation}
 
 
 def _scoring_args(opts: Options, device: str) -> dict:
@@ -265,8 +265,10 @@ def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
         log.warning("--base_device applies to --mode pair only; this run uses --device")
     device, dtype = _device_dtype(opts, rank)
     i2i = i2i_records_for(opts.i2i_pkl_file, items, start, end) if i2b else None
+    adapter_base = None if i2b else opts.base_model  # --base_model: the base weights of an aligned adapter
     planned = {
         "model": model_name,
+        "adapter": adapters.describe(model_name, adapter_base),
         "mode": opts.mode,
         "dtype": models.dtype_name(dtype),
         "top_k": opts.top_k,
@@ -281,10 +283,10 @@ def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
     if _keep_existing(shard, planned, opts):
         return shard
 
-    tok = models.load_tokenizer(model_name, opts.trust_remote_code)
+    tok = models.load_tokenizer(adapters.tokenizer_source(model_name, adapter_base), opts.trust_remote_code)
     vocab = models.vocab_fingerprint(tok)
     shared = _shared_with_i2i(tok, model_name, i2i[0]["meta"], opts) if i2i else None
-    model = _load(model_name, dtype, device, opts)
+    model = adapters.load(model_name, dtype, device, adapter_base, **_load_kwargs(opts)).model
 
     (side,) = _sides(opts, [tok], [model], template)
     where = _where(opts, items)
@@ -300,7 +302,7 @@ def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
                     name=model_name, **_scoring_args(opts, device))
     if not i2b:
         _check_ids(requests, scorer.head.vocab_size, start, model_name)
-    _check_head(scorer, requests, planned_ex, where, lambda r: r)
+    _check_head(scorer, requests, planned_ex, where)
 
     stats = _score_with_progress(scorer, requests, f"{opts.pair} {opts.mode}", not rank.is_main, [where(i) for i in range(start, end)])
     meta = {**_base_meta(opts, planned, model, vocab, tok), "answer_ids": "i2i records" if i2b else _answer_source(items, start, end, opts)}
@@ -330,6 +332,8 @@ def _run_one(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
 def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank) -> Path | None:
     """--mode pair: both models in this process, exact divergences at every position."""
     base_name, aligned_name = models.resolve_pair(opts.pair, opts.base_model, opts.aligned_model)
+    if base_name is None and aligned_name is not None:  # an aligned adapter: the base weights it names
+        base_name = (adapters.describe(aligned_name) or {}).get("base")
     if base_name is None or aligned_name is None:
         raise UserError(f"--pair {opts.pair!r} is not a preset ({', '.join(models.PAIRS)}): --mode pair needs --aligned_model and --base_model")
     if opts.i2i_pkl_file:
@@ -340,6 +344,8 @@ def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank
     planned = {
         "model": aligned_name,
         "base_model": base_name,
+        "adapter": adapters.describe(aligned_name, opts.base_model),
+        "base_adapter": adapters.describe(base_name),
         "mode": "pair",
         "dtype": models.dtype_name(dtype),
         "top_k": opts.top_k,
@@ -352,15 +358,15 @@ def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank
     if _keep_existing(shard, planned, opts):
         return shard
 
-    tok_a = models.load_tokenizer(aligned_name, opts.trust_remote_code)
-    tok_b = models.load_tokenizer(base_name, opts.trust_remote_code)
+    tok_a = models.load_tokenizer(adapters.tokenizer_source(aligned_name, opts.base_model), opts.trust_remote_code)
+    tok_b = models.load_tokenizer(adapters.tokenizer_source(base_name), opts.trust_remote_code)
     vocab, base_vocab = models.vocab_fingerprint(tok_a), models.vocab_fingerprint(tok_b)
     shared = models.token_ids(tok_a)[-1] + 1 if base_vocab == vocab else models.shared_vocab(tok_a, tok_b)
     if shared is None:
         raise UserError(f"the tokenizers of {aligned_name} and {base_name} differ ({models.vocab_difference(tok_a, tok_b)}): "
                         "token ids would not mean the same text")
-    model_a = _load(aligned_name, dtype, device, opts)
-    model_b = _load(base_name, dtype, base_device, opts)
+    aligned, base = adapters.load_pair(aligned_name, base_name, dtype, device, base_device, opts.base_model, **_load_kwargs(opts))
+    model_a, model_b = aligned.model, base.model
 
     sides = _sides(opts, [tok_a, tok_b], [model_a, model_b], template)
     where = _where(opts, items)
@@ -369,17 +375,16 @@ def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank
     requests = [PairRequest(Request(p.prompt_ids[0], p.response_ids), Request(p.prompt_ids[1], p.response_ids)) for p in planned_ex]
     scorer = PairScorer(model_a, model_b, opts.top_k, pad_ids=(_pad_id(tok_a), _pad_id(tok_b)),
                         token_ids=(models.token_ids(tok_a), models.token_ids(tok_b)), shared=shared,
-                        names=(aligned_name, base_name), **_scoring_args(opts, device))
+                        names=(aligned_name, base_name), base_context=base.context, **_scoring_args(opts, device))
     _check_ids(requests, scorer.aligned.head.vocab_size, start, aligned_name)
-    _check_head(scorer.aligned, requests, planned_ex, where, lambda r: r.aligned)
-    _check_head(scorer.base, requests, planned_ex, where, lambda r: r.base)
+    _check_head(scorer, requests, planned_ex, where)
 
     stats = _score_with_progress(scorer, requests, f"{opts.pair} pair", not rank.is_main, [where(i) for i in range(start, end)])
     n_base = scorer.base.head.vocab_size
     everything = scorer.shared >= max(scorer.aligned.head.vocab_size, n_base)
     meta = {**_base_meta(opts, planned, model_a, vocab, tok_a), "base_revision": models.model_revision(model_b),
             "answer_ids": _answer_source(items, start, end, opts), "base_vocab": base_vocab, "base_vocab_size": len(tok_b),
-            "shared_vocab": scorer.shared,
+            "shared_vocab": scorer.shared, "shared_weights": model_a is model_b,
             "divergences": "over the whole vocabulary" if everything else
             f"over ids 0..{scorer.shared - 1}, which both vocabularies share, each distribution renormalized over them"}
     records = [
@@ -403,11 +408,12 @@ def _run_pair(opts: Options, items: list[dict], start: int, end: int, rank: Rank
     return shard
 
 
-def _check_head(scorer: Scorer, requests: list, planned_ex: list, where, side) -> None:
-    """`Scorer.check_head` on the first example with an answer (`side(request)`: the request of that scorer's model)."""
+def _check_head(scorer: Scorer | PairScorer, requests: list, planned_ex: list, where) -> None:
+    """The output-layer check (`Scorer.check_head`, `PairScorer.check_heads`) on the first example with an answer."""
     n = next((n for n, r in enumerate(requests) if r.response_ids), None)
     if n is not None:
-        scorer.check_head(side(requests[n]), name=where(planned_ex[n].index))
+        check = scorer.check_heads if isinstance(scorer, PairScorer) else scorer.check_head
+        check(requests[n], name=where(planned_ex[n].index))
 
 
 def _save(shard: Path, records: list[dict], truncated: list[int], model_name: str) -> None:

@@ -18,6 +18,15 @@ re-encodes to `Ċ Ċ`); the log counts the answers whose text does not re-encode
 
 Output: a JSON list of `{"id", "pure_input", "input", "output": [answer], "output_ids", "generator", ...}`
 (other fields of the instruction are kept), written atomically.
+
+Several processes (`accelerate launch`, `torchrun`; see `aligntds.distributed`): each answers its own contiguous
+part `[a, b)` of the instructions and writes it to its part file `DIR/parts/NAME.[a:b].json` (for the output
+`DIR/NAME.json`), and the same command with `--merge` joins the parts, refusing gaps, overlaps and parts made
+with other settings, into the very file one process would have written. A part that exists, made with the same
+settings, is kept, so a launch that crashed can be run again.
+
+    accelerate launch --multi_gpu --num_processes 8 src/generate_outputs.py --pair llama2 --data_file q.json --output_file a.json
+    python src/generate_outputs.py --pair llama2 --data_file q.json --output_file a.json --merge
 """
 
 from __future__ import annotations
@@ -30,16 +39,23 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import models
+from . import adapters, models
 from .analysis import data_slice
-from .data import read_json_items
+from .data import data_fingerprint, read_json_items
+from .distributed import Rank, current_rank, device_for, part, select_device
 from .errors import UserError
+from .merge import check_tiling
 from .prompts import ChatEncoder
-from .store import atomic_write_bytes
+from .records import settings_difference
+from .store import atomic_write_bytes, ensure_writable_folder, find_parts, part_path
 
 log = logging.getLogger("aligntds")
 
 QUERY_FIELDS = ("pure_input", "instruction")
+# A part file: {"format": PART_FORMAT, "settings": {PART_KEYS...}, "start", "end", "answers": [...]}.
+PART_FORMAT = "aligntds generate_outputs part 1"
+# What the parts of one launch share: the model and decoding, the instructions (their count and content) and the run's range.
+PART_KEYS = ("generator", "max_new_tokens", "dtype", "n_data", "data", "start", "end")
 
 
 @dataclass
@@ -57,6 +73,8 @@ class GenOptions:
     dtype: str = "auto"
     device: str | None = None
     trust_remote_code: bool = False
+    merge: bool = False
+    overwrite: bool = False
 
 
 def load_instructions(path: str | Path) -> list[dict]:
@@ -181,23 +199,62 @@ def token_budgets(prompts: Sequence[Sequence[int]], max_new_tokens: int, context
     return budgets
 
 
-def run(opts: GenOptions) -> Path:
-    """Generate answers for instructions [start, end) and write them to `output_file`; returns its path."""
+def answers_bytes(results: list[dict]) -> bytes:
+    """The output file's bytes: one writer for one process and for the merge, so that they are equal."""
+    return (json.dumps(results, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def run(opts: GenOptions, rank: Rank | None = None) -> Path | None:
+    """Answer instructions [start, end) and write them to `output_file`; returns the path written (None: nothing to do).
+
+    In a launch of several processes (`rank`, default: from the environment) this process answers its part and
+    writes its part file; with `opts.merge`, the part files are joined into `output_file` instead (`merge_parts`).
+    """
     if opts.max_new_tokens < 1:
         raise UserError(f"--max_new_tokens must be >= 1, got {opts.max_new_tokens}")
     if opts.batch_size < 1:
         raise UserError(f"--batch_size must be >= 1, got {opts.batch_size}")
-    items = load_instructions(opts.data_file)
-    start, end = data_slice(opts.start, opts.end, len(items))
-    items = items[start:end]
+    rank = rank or current_rank()
+    all_items = load_instructions(opts.data_file)
+    start, end = data_slice(opts.start, opts.end, len(all_items))
+    if opts.merge:
+        return merge_parts(opts, all_items, start, end)
     _, model_name = models.resolve_pair(opts.pair, None, opts.model)
     if model_name is None:
         raise UserError(f"--pair {opts.pair!r} is not a preset ({', '.join(models.PAIRS)}): give --model")
-    device = models.resolve_device(opts.device)
+    device = device_for(rank, opts.device, None)
+    select_device(device)
     dtype = models.resolve_dtype(opts.dtype, device)
-    tok = models.load_tokenizer(model_name, opts.trust_remote_code)
+    out, settings = Path(opts.output_file), None
+    if rank.world > 1:
+        a, b = part(start, end, rank)
+        log.info(f"{rank.world} processes share instructions [{start}:{end}]; this is rank {rank.rank}: [{a}:{b}]"
+                 + ("" if a < b else ", nothing to do"))
+        if a >= b:
+            return None
+        settings = {"generator": model_name, "max_new_tokens": opts.max_new_tokens, "dtype": models.dtype_name(dtype),
+                    "n_data": len(all_items), "data": data_fingerprint(all_items), "start": start, "end": end}
+        out, start, end = part_path(out, a, b), a, b
+        if out.exists() and not opts.overwrite:
+            _check_part(out, settings)
+            log.info(f"{out} exists: skipping (pass --overwrite to generate it again)")
+            return out
+    ensure_writable_folder(out.parent)
+    results = _generate(opts, all_items[start:end], start, model_name, dtype, device, show=rank.is_main)
+    if settings is None:
+        atomic_write_bytes(out, answers_bytes(results))
+    else:
+        part_file = {"format": PART_FORMAT, "settings": settings, "start": start, "end": end, "answers": results}
+        atomic_write_bytes(out, (json.dumps(part_file, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    log.info(f"wrote {out}: {len(results)} answers")
+    return out
+
+
+def _generate(opts: GenOptions, items: list[dict], start: int, model_name: str, dtype, device: str, show: bool = True) -> list[dict]:
+    """The answer records of `items` (instructions start, start+1, ...): load the model, generate, decode."""
+    tok = models.load_tokenizer(adapters.tokenizer_source(model_name), opts.trust_remote_code)
     inputs = [chat_prompt(tok, item["pure_input"], model_name) for item in items]
-    model = models.load_model(model_name, dtype, device, trust_remote_code=opts.trust_remote_code)
+    model = adapters.load(model_name, dtype, device, trust_remote_code=opts.trust_remote_code).model
 
     encoder = ChatEncoder(tok)
     prompts = [encoder.prompt_ids(text) for text in inputs]
@@ -208,7 +265,7 @@ def run(opts: GenOptions) -> Path:
 
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(items), desc="generate", unit="ex", dynamic_ncols=True) as bar:
+    with tqdm(total=len(items), desc="generate", unit="ex", dynamic_ncols=True, disable=not show) as bar:
         answers_ids = greedy_generate(model, prompts, budgets, opts.batch_size, pad_id, eos_ids, bar.update)
     results = []
     n_stopped = n_mismatch = 0
@@ -219,11 +276,59 @@ def run(opts: GenOptions) -> Path:
         extra = {k: v for k, v in item.items() if k not in ("id", "pure_input", "input", "output", "output_ids", "generator")}
         results.append({"id": item["id"], "pure_input": item["pure_input"], "input": text, "output": [answer],
                         "output_ids": ids, "generator": model_name, **extra})
-    out = Path(opts.output_file)
-    atomic_write_bytes(out, (json.dumps(results, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     n_tokens = sum(len(ids) for ids in answers_ids)
-    log.info(f"wrote {out}: {len(results)} answers, {n_tokens} tokens, {n_stopped} stopped on EOS, "
-             f"{len(results) - n_stopped} hit --max_new_tokens")
+    log.info(f"{len(results)} answers, {n_tokens} tokens, {n_stopped} stopped on EOS, {len(results) - n_stopped} hit --max_new_tokens")
     log.info(f"{n_mismatch} of {len(results)} answers' texts do not re-encode to the generated ids"
              + (" (logit_analysis scores output_ids, the generated ids; the text is what the pages show)" if n_mismatch else ""))
+    return results
+
+
+def _read_part(path: Path) -> dict:
+    """A part file, checked for its format; a `UserError` naming it otherwise."""
+    try:
+        part_file = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable part file ({type(e).__name__}: {e})") from None
+    if not isinstance(part_file, dict) or part_file.get("format") != PART_FORMAT:
+        raise UserError(f"{path}: not a part file of generate_outputs.py (no format {PART_FORMAT!r})")
+    return part_file
+
+
+def _check_part(path: Path, settings: dict) -> None:
+    """An existing part is complete (writes are atomic): keep it only if it was made with the same settings."""
+    diff = settings_difference(_read_part(path)["settings"], settings, keys=PART_KEYS)
+    if diff:
+        raise UserError(f"{path} exists with other settings ({diff}); pass --overwrite to generate it again")
+
+
+def merge_parts(opts: GenOptions, items: list[dict], start: int, end: int) -> Path:
+    """Join the part files of `opts.output_file`, in start order, into it: the file one process would have written.
+
+    The parts must tile [start, end) exactly (`merge.check_tiling`), hold as many answers as their names say, and
+    share their settings, made from the instructions `items` (by content). Anything else is a one-line `UserError`.
+    """
+    out = Path(opts.output_file)
+    parts = find_parts(out)
+    if not parts:
+        raise UserError(f"{part_path(out, 0, 0).parent}: no part files named {part_path(out, 0, 0).name.replace('[0:0]', '[start:end]')}")
+    check_tiling([(a, b, path.name) for a, b, path in parts], start, end, "part", f"this command covers instructions [{start}:{end}]")
+    want = {"n_data": len(items), "data": data_fingerprint(items), "start": start, "end": end}
+    results, first = [], None
+    for a, b, path in parts:
+        part_file = _read_part(path)
+        answers = part_file.get("answers")
+        if (part_file.get("start"), part_file.get("end")) != (a, b) or not isinstance(answers, list) or len(answers) != b - a:
+            raise UserError(f"{path}: holds instructions [{part_file.get('start')}:{part_file.get('end')}] "
+                            f"({len(answers) if isinstance(answers, list) else 'no'} answers), its name says [{a}:{b}]")
+        settings = part_file.get("settings") or {}
+        diff = settings_difference(settings, want, keys=want)
+        if diff:
+            raise UserError(f"{path.name} was not made by this command's launch on {opts.data_file} ({diff})")
+        if first is None:
+            first = (path.name, settings)
+        elif settings_difference(first[1], settings, keys=PART_KEYS):
+            raise UserError(f"{path.name} was made with other settings than {first[0]} ({settings_difference(first[1], settings, keys=PART_KEYS)})")
+        results.extend(answers)
+    atomic_write_bytes(out, answers_bytes(results))
+    log.info(f"merged {len(parts)} parts into {out}: {len(results)} answers")
     return out

@@ -1,8 +1,8 @@
 """Merging shards: `DIR/shards/{pair}-{mode}.[s:e].pkl`, in start order, into `DIR/{pair}-{mode}.pkl`.
 
 The shards must tile the data exactly: from example 0 to the data length recorded in their
-metadata, with no gap and no overlap, every record where its file name says, all made with the
-same settings. Anything else is refused with a message that names the shards; nothing is dropped
+metadata, with no gap and no overlap (`check_tiling`, which the merge of generated answers shares),
+every record where its file name says, all made with the same settings. Anything else is refused with a message that names the shards; nothing is dropped
 or duplicated silently.
 
     from aligntds.merge import merge_shards
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Sequence
 
 from . import store
 from .errors import UserError
@@ -31,6 +32,26 @@ def find_shards(shard_dir: Path, pair: str, mode: str) -> list[tuple[int, int, P
     return sorted(found)
 
 
+def check_tiling(tiles: Sequence[tuple[int, int, str]], start: int, end: int | None, what: str = "shard", whole: str = "") -> None:
+    """Refuse, with one line naming the file, ranges that do not tile examples [start, end) exactly.
+
+    tiles: (start, end, file name) of each file, sorted by start; each must begin where the one before it ended.
+    end: None when not known yet (then only gaps and overlaps between the files are checked). what: how a file
+    is called in the message ("shard", "part"); whole: what `end` is ("the data has 7 examples").
+    """
+    expected = start
+    for s, e, name in tiles:
+        if s > expected:
+            raise UserError(f"gap: no {what} holds examples [{expected}:{s}] (before {name})")
+        if s < expected:
+            raise UserError(f"overlap: {name} starts at {s}, but the {what}s before it already hold examples up to {expected}")
+        expected = e
+    if end is not None and expected < end:
+        raise UserError(f"gap: no {what} holds examples [{expected}:{end}] ({whole})")
+    if end is not None and expected > end:
+        raise UserError(f"{tiles[-1][2]} holds examples up to {expected}, past the end {end} ({whole})")
+
+
 def merge_shards(directory: str | Path, pair: str, mode: str) -> Path:
     directory = Path(directory)
     shard_dir = directory / "shards"
@@ -40,14 +61,11 @@ def merge_shards(directory: str | Path, pair: str, mode: str) -> Path:
     if not shards:
         raise UserError(f"{shard_dir}: no shards named {store.shard_name(pair, mode, 0, 0).replace('[0:0]', '[start:end]')}")
 
+    tiles = [(start, end, path.name) for start, end, path in shards]
+    check_tiling(tiles, 0, None)  # gaps and overlaps before anything is read
     merged: list[dict] = []
     settings = n_data = None
-    expected_start = 0
     for start, end, path in shards:
-        if start > expected_start:
-            raise UserError(f"gap: no shard holds examples [{expected_start}:{start}] (before {path.name})")
-        if start < expected_start:
-            raise UserError(f"overlap: {path.name} starts at {start}, but the shards before it already hold examples up to {expected_start}")
         records = store.load_records(path)
         check_records(records, path, mode)
         indices = [r["index"] for r in records]
@@ -60,9 +78,8 @@ def merge_shards(directory: str | Path, pair: str, mode: str) -> Path:
             elif here != settings:
                 raise UserError(f"{path.name} was made with other settings than {first} ({settings_difference(settings, here)})")
         merged.extend(records)
-        expected_start = end
-    if n_data is not None and expected_start != n_data:
-        raise UserError(f"gap: no shard holds examples [{expected_start}:{n_data}] (the data has {n_data} examples)")
+    if n_data is not None:
+        check_tiling(tiles, 0, n_data, whole=f"the data has {n_data} examples")
 
     out = directory / store.merged_name(pair, mode)
     store.save_records(out, merged)

@@ -19,9 +19,10 @@ P = P_aligned (the aligned model on its chat prompt), Q = P_base (the base model
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
@@ -150,13 +151,20 @@ class PairScorer(BatchedScorer):
     leading ids mean the same text in both tokenizers (`aligntds.models.shared_vocab`). Without
     `shared` both models must have the same number of outputs. An answer id the base model does not
     have is fed to it as its pad id (`Scorer`'s stand_in); the caller marks those positions.
+    base_context: a context manager factory under which base_model computes the base side (an aligned adapter
+    on the base weights: one model, the adapter disabled for the base side; `aligntds.adapters`). When both
+    sides share their output layer, they share its float32 copy.
     """
 
     def __init__(self, aligned_model, base_model, top_k: int, batch_tokens: int, head_bytes: int = 32 << 20,
                  pad_ids: tuple[int, int] = (0, 0), token_ids: tuple = (None, None), shared: int | None = None,
-                 names: tuple[str | None, str | None] = (None, None)):
+                 names: tuple[str | None, str | None] = (None, None),
+                 base_context: Callable[[], ContextManager] = contextlib.nullcontext):
         self.aligned = Scorer(aligned_model, top_k, batch_tokens, head_bytes, pad_ids[0], token_ids[0], name=names[0])
-        self.base = Scorer(base_model, top_k, batch_tokens, head_bytes, pad_ids[1], token_ids[1], stand_in=pad_ids[1], name=names[1])
+        same_head = base_model.get_output_embeddings() is aligned_model.get_output_embeddings()
+        self.base = Scorer(base_model, top_k, batch_tokens, head_bytes, pad_ids[1], token_ids[1], stand_in=pad_ids[1], name=names[1],
+                           head=self.aligned.head if same_head else None)
+        self.base_context = base_context
         va, vb = self.aligned.head.vocab_size, self.base.head.vocab_size
         if shared is None and va != vb:
             raise UserError(f"the aligned model has {va} outputs, the base model {vb}: the distributions cannot be compared")
@@ -169,7 +177,8 @@ class PairScorer(BatchedScorer):
     @torch.inference_mode()
     def _score_batch(self, requests: Sequence[PairRequest]) -> list[dict[str, np.ndarray]]:
         hidden_p = self.aligned.answer_hidden([r.aligned for r in requests])
-        hidden_q = self.base.answer_hidden([r.base for r in requests])
+        with self.base_context():
+            hidden_q = self.base.answer_hidden([r.base for r in requests])
         targets = self.aligned.ids_tensor([r.aligned for r in requests], "response_ids")
         parts: dict[str, list[torch.Tensor]] = {}
         for s in range(0, hidden_p.shape[0], self.chunk):
@@ -179,6 +188,12 @@ class PairScorer(BatchedScorer):
             for k, v in pair_stats(logits_p, logits_q, targets[s:e], self.top_k, self.shared).items():
                 parts.setdefault(k, []).append(v)
         return to_host(parts, [len(r.response_ids) for r in requests], PAIR_CASTS)
+
+    def check_heads(self, request: PairRequest, name: str | None = None) -> None:
+        """`Scorer.check_head` for both sides, on one example (`name` names it in errors)."""
+        self.aligned.check_head(request.aligned, name=name)
+        with self.base_context():
+            self.base.check_head(request.base, name=name)
 
     def _validate(self, requests: Sequence[PairRequest]) -> None:
         for r in requests:

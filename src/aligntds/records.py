@@ -17,7 +17,7 @@ One dict per example (T answer positions, k = top_k); the README documents every
     aligned_only     bool [T]   i2b and pair (absent in older files: all False): the answer token or the aligned
                      top-1 exists only in the aligned vocabulary (appended tokens), or an earlier answer token
                      does; such positions are never classed
-    meta             dict       model, revision, mode, dtype, top_k, template, data, versions, shared_vocab, ...
+    meta             dict       model, revision, adapter, mode, dtype, top_k, template, data, versions, shared_vocab, ...
 
 Values are finite, except log-probs (`*logprob*` keys), which are -inf for a token with probability 0
 (ruled out by its model, or one the model does not have; its rank is then -1). `check_records` refuses
@@ -61,7 +61,8 @@ OPTIONAL_ARRAYS = {"i2i": (), "i2b": ("aligned_only",), "pair": ("aligned_only",
 # Arrays that may hold -inf (the log-prob of a token with probability 0); no array may hold NaN or +inf.
 LOGPROB_KEYS = ("topk_logprobs", "token_logprob", "aligned_logprob", "base_topk_logprobs", "base_token_logprob")
 # Meta keys that must agree between shards of one run (and between a shard and a re-run's settings).
-RUN_KEYS = ("model", "base_model", "mode", "dtype", "top_k", "template", "tokenization", "n_data", "data", "aligned", "vocab")
+RUN_KEYS = ("model", "base_model", "adapter", "base_adapter", "mode", "dtype", "top_k", "template", "tokenization", "n_data", "data",
+            "aligned", "vocab")
 
 
 @lru_cache(maxsize=1)

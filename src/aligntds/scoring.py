@@ -370,13 +370,15 @@ class Scorer(BatchedScorer):
     stand_in: when given, an input id the model does not have (>= `head.vocab_size`: a token only the
     other model of a pair has) is fed as this id instead; its positions are the caller's to mark.
     name: the model in error messages (default: the folder or hub id it was loaded from).
+    head: the `LogitHead` of this model's output layer when one exists already (a pair on one model).
     """
 
     def __init__(self, model, top_k: int, batch_tokens: int, head_bytes: int = 32 << 20, pad_id: int = 0,
-                 token_ids: Sequence[int] | None = None, stand_in: int | None = None, name: str | None = None):
+                 token_ids: Sequence[int] | None = None, stand_in: int | None = None, name: str | None = None,
+                 head: LogitHead | None = None):
         self.model = model
         self.backbone = model.base_model
-        self.head = LogitHead(model, token_ids)
+        self.head = head or LogitHead(model, token_ids)
         self.name = name or getattr(model, "name_or_path", None) or type(model).__name__
         self.stand_in = stand_in
         vocab = self.head.vocab_size

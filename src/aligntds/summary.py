@@ -231,7 +231,6 @@ def summarize(prepared: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS
     """The summary of a prepared pair (see the module docstring); plain JSON types only."""
     exs = prepared["examples"]
     P = Positions.of(exs)
-    n = len(P.cls)
     threshold = prepared["spike_threshold"]
     return {
         "pair": prepared["pair"],

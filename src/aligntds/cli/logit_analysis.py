@@ -28,8 +28,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--enable_template", action="store_true", help="i2b, pair: wrap the query in the reference's '# Query: ... # Answer:' template")
     p.add_argument("--base_template", default=None, metavar="FILE", help="i2b, pair: wrap the query in this file's text, at its {query} placeholder")
     p.add_argument("--i2i_pkl_file", default=None, help="i2b: the i2i records of the same data; the answer token ids come from it")
-    p.add_argument("--aligned_model", default=None, help="aligned model: Hugging Face id (id@revision) or local folder; overrides --pair")
-    p.add_argument("--base_model", default=None, help="base model: Hugging Face id (id@revision) or local folder; overrides --pair")
+    p.add_argument("--aligned_model", default=None, help="aligned model: Hugging Face id (id@revision), local folder, or PEFT adapter "
+                   "(on the base weights it names, or --base_model); overrides --pair")
+    p.add_argument("--base_model", default=None, help="base model: Hugging Face id (id@revision), local folder, or PEFT adapter; "
+                   "overrides --pair. Pair mode with an aligned adapter on these weights loads them once")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="auto: bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda when available; cuda:LOCAL_RANK under accelerate/torchrun)")
     p.add_argument("--device_map", default=None, help="'auto' spreads a model too large for one GPU over all visible GPUs (accelerate)")
