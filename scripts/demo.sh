@@ -35,8 +35,8 @@ if ! fresh "$i2b" "$data"; then
     # Two processes of one CPU thread each stand in for two GPUs.
     OMP_NUM_THREADS=1 scripts/run_shards.sh 2 demo "$data"
 fi
-fresh "$prepared" "$i2b" src/aligntds/prepare.py src/aligntds/summary.py || "$PYTHON" src/demo/data_prep.py demo "$logits/demo/demo-i2i.pkl" "$i2b" --slice_by category
-fresh docs/demo_justeval/index.html "$prepared" src/aligntds/report.py src/aligntds/plots.py src/aligntds/templates/* ||
+fresh "$prepared" "$i2b" src/aligntds/prepare.py src/aligntds/summary.py src/aligntds/tokentext.py || "$PYTHON" src/demo/data_prep.py demo "$logits/demo/demo-i2i.pkl" "$i2b" --slice_by category
+fresh docs/demo_justeval/index.html "$prepared" src/aligntds/report.py src/aligntds/plots.py src/aligntds/tokentext.py src/aligntds/templates/* ||
     "$PYTHON" src/demo/generate_html.py demo
 echo
 "$PYTHON" scripts/demo_findings.py "$i2b"

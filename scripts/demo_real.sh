@@ -60,8 +60,8 @@ if ! fresh "$i2b" "$data"; then
     # Two processes of one CPU thread each; i2b: the same weights (--base_model) on the query in the reference template.
     OMP_NUM_THREADS=1 scripts/run_shards.sh 2 "$pair" "$data" --aligned_model "$model" --base_model "$model" --device cpu
 fi
-fresh "$prepared" "$i2b" || "$PYTHON" src/demo/data_prep.py "$pair" "$logits/$pair/$pair-i2i.pkl" "$i2b"
-fresh "docs/${pair}_justeval/index.html" "$prepared" || "$PYTHON" src/demo/generate_html.py "$pair"
+fresh "$prepared" "$i2b" src/aligntds/prepare.py src/aligntds/summary.py src/aligntds/tokentext.py || "$PYTHON" src/demo/data_prep.py "$pair" "$logits/$pair/$pair-i2i.pkl" "$i2b"
+fresh "docs/${pair}_justeval/index.html" "$prepared" src/aligntds/report.py src/aligntds/plots.py src/aligntds/tokentext.py src/aligntds/templates/* || "$PYTHON" src/demo/generate_html.py "$pair"
 echo
 "$PYTHON" scripts/demo_findings.py "$i2b" --style ''
 echo

@@ -1,6 +1,7 @@
 """Session fixtures: tiny tokenizers and models trained/built here, saved with save_pretrained.
 
-- `tok_bos`: byte-level BPE with <s> prepended (Llama-like); `tok_nobos`: no BOS at all (Qwen-like).
+- `tok_bos`: byte-level BPE with <s> prepended (Llama-like); `tok_nobos`: no BOS at all (Qwen-like);
+  `tok_multi`: like `tok_bos`, with merges inside multi-byte characters (`MULTILINGUAL_ANSWERS`).
 - `pair_llama`: base and aligned tiny Llama models sharing `tok_bos`.
 - `pair_qwen2`: base and aligned tiny Qwen2 models (grouped-query attention, tied embeddings) with `tok_nobos`.
 - `data_file`: a few just-eval-style examples (Llama-2 chat `input` starting with <s>, an empty
@@ -162,6 +163,24 @@ def make_adapter(base_folder: Path, folder: Path, tok, target_modules: list[str]
 @pytest.fixture(scope="session")
 def tok_bos():
     return train_tokenizer(CORPUS, vocab_size=400)
+
+
+# The issue's answer (the é written as e + U+0301) and one with a ZWJ sequence, a flag, Devanagari (with its
+# vowel signs and virama), Arabic, a rare emoji and CJK character (byte fallback in Mistral's SentencePiece), a line
+# break and a tab: byte-level tokenizers split their characters over several tokens.
+MULTILINGUAL_ANSWERS = [
+    "Smile 😀 ok. 世界 and שלום and cafe\u0301 done</s>",
+    "नमस्ते 👩\u200d👩\u200d👧 and 🇫🇷 🦩 鬱.\nمرحبا\tok!</s>",
+]
+MULTILINGUAL_CORPUS = ["Smile 😀 ok. 世界 and שלום and cafe\u0301 done.", "नमस्ते 👩\u200d👩\u200d👧 🇫🇷 🦩 鬱 مرحبا!",
+                       "世界 😀 🦩 नमस्ते"]
+
+
+@pytest.fixture(scope="session")
+def tok_multi():
+    """Byte-level BPE that has merged some of MULTILINGUAL_CORPUS's bytes: tokens of whole characters, of single
+    bytes, and of bytes that end one character and start the next (`ĳ©âĢįðŁ`: the end of 👩, a ZWJ, the start of 👩)."""
+    return train_tokenizer(CORPUS + MULTILINGUAL_CORPUS * 3, vocab_size=500)
 
 
 @pytest.fixture(scope="session")

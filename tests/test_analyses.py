@@ -29,11 +29,12 @@ from aligntds.cli.generate_html import main as generate_html
 from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.cli.merge_logits import main as merge_logits
 from aligntds.metrics import SHIFTED, shift_class
-from aligntds.prepare import load_prepared, token_strings
+from aligntds.prepare import load_prepared
 from aligntds.prompts import ChatEncoder
 from aligntds.store import load_records, save_records
 from aligntds.summary import Positions, block, format_summary
 from aligntds.tiny import save_pair_member, tiny_model
+from aligntds.tokentext import token_strings
 from test_pipeline import one_error_line
 from test_report import _reference_pickle
 
@@ -200,6 +201,11 @@ def test_reference_pickles_have_no_entropy(tmp_path, capsys):
         del old[key]
     save_records(tmp_path / "old.pkl", [old])
     assert generate_html(["ref", "--data", str(tmp_path / "old.pkl"), "--out", str(tmp_path / "h")]) == 2
+    assert "older data_prep" in capsys.readouterr().err
+    newer = load_prepared(tmp_path / "ref.pkl")
+    del newer["examples"][1]["spans"]  # a file of a data_prep before answer spans
+    save_records(tmp_path / "no-spans.pkl", [newer])
+    assert generate_html(["ref", "--data", str(tmp_path / "no-spans.pkl"), "--out", str(tmp_path / "h")]) == 2
     assert "older data_prep" in capsys.readouterr().err
     assert np.isnan(load_prepared(tmp_path / "ref.pkl")["examples"][0]["aligned_entropy"]).all()
     assert generate_html(["ref", "--data", str(tmp_path / "ref.pkl"), "--out", str(tmp_path / "h")]) == 0

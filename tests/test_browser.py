@@ -1,5 +1,9 @@
 """The generated pages in a real headless Chromium (Debian's `chromium`, driven by Playwright), from file://.
 
+Besides the tiny pair's pages (`report`), the pages of answers in many scripts (`multilingual`: emoji with a ZWJ
+sequence and a flag, CJK, Hebrew and Arabic, Devanagari, e + U+0301) scored with a byte-level BPE tokenizer and with
+Mistral's SentencePiece tokenizer, whose tokens split characters: each answer must read exactly, with no U+FFFD.
+
 Chromium is a hard requirement of the test suite: `make test` installs it, and a missing browser
 fails this test rather than skipping it. CHROMIUM=/path/to/chromium points at another build.
 """
@@ -15,17 +19,30 @@ import pytest
 from aligntds.cli.compare_pairs import main as compare_pairs
 from aligntds.cli.data_prep import main as data_prep
 from aligntds.cli.generate_html import main as generate_html
+from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.prepare import load_prepared
-from conftest import HOSTILE_ANSWER, HOSTILE_PROMPT
+from aligntds.store import load_records
+from aligntds.summary import format_summary
+from aligntds.tiny import save_pair_member, tiny_model
+from aligntds.tokentext import WHITESPACE, show_token
+from conftest import HOSTILE_ANSWER, HOSTILE_PROMPT, MULTILINGUAL_ANSWERS, write_data
+from test_tokenization import sp_folder
+from test_tokentext import slow_answer_spans
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
-def visible(text: str) -> str:
-    """What the page shows for a token in a table (the page's own visible())."""
-    return text.replace(" ", "·").replace("\n", "↵").replace("\t", "→") or "∅"
+visible = show_token  # what the page shows for a token in a table (the page's visible() gets its marks)
+
+
+def unmarked(shown: str) -> str:
+    """The answer's text back from what the page shows: whitespace marks undone (a line break is a mark and <br>)."""
+    shown = shown.replace(WHITESPACE["\n"] + "\n", "\n")
+    for ch, mark in WHITESPACE.items():
+        shown = shown.replace(mark, ch)
+    return shown
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +89,7 @@ def test_clicking_a_shifted_token_shows_both_distributions(page, report):
     assert first.locator("td.aligned-token").inner_text() == visible(tokens[int(ex["aligned_top_ids"][t, 0])])
     assert "shifted" in page.inner_text("#content .position")
     base_prefix = page.inner_text("#content .prefix.base .text")
-    expected = ex["base_prompt"] + "".join(tokens[i] for i in ex["response_ids"][:t].tolist())
-    assert base_prefix.strip() == expected.strip()
+    assert base_prefix.strip() == (ex["base_prompt"] + "".join(ex["spans"][:t])).strip()
     # The aligned top-1 is marked in the base column wherever it appears there.
     marked = page.locator("#content td.base-token .mark")
     in_base = int(ex["aligned_top_ids"][t, 0]) in ex["base_top_ids"][t].tolist()
@@ -184,3 +200,85 @@ def test_chain_page(page, sliced):
     firsts = page.locator("#chain-tokens tr[data-first]").evaluate_all("els => els.map(e => e.dataset.first)")
     assert firsts == ["1", "2", "3"]  # each stage adds one shifted token
     assert page.problems == []
+
+
+# -- answers in many scripts -------------------------------------------------------------------------------
+
+CLICK_EVERY_TOKEN = """() => Array.from(document.querySelectorAll('#answer .tok')).map(span => {
+  span.click();
+  const content = document.getElementById('content');
+  return {text: content.innerText, aligned: content.querySelector('.prefix.aligned .text').textContent,
+          base: content.querySelector('.prefix.base .text').textContent};
+})"""
+
+
+@pytest.fixture(scope="module", params=["bpe", "sentencepiece"])
+def multilingual(request, tmp_path_factory, tok_multi):
+    """i2i, i2b, data_prep, generate_html, compare_pairs (a comparison and a chain) on MULTILINGUAL_ANSWERS, with a
+    tiny random Llama pair on a byte-level BPE tokenizer (`tok_multi`) or on Mistral-7B's SentencePiece tokenizer."""
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp(f"multilingual-{request.param}")
+    tok = tok_multi if request.param == "bpe" else AutoTokenizer.from_pretrained(sp_folder(root, "v1", legacy=False))
+    models = {role: save_pair_member(root / role, tiny_model("llama", len(tok), seed=seed), tok)
+              for role, seed in (("base", 1), ("aligned", 2))}
+    data = write_data(root / "data.json", [(f"Question {n}?", a) for n, a in enumerate(MULTILINGUAL_ANSWERS)])
+    common = ["--data_file", str(data), "--pair", "m", "--logits_folder", str(root / "shards")]
+    assert logit_analysis([*common, "--mode", "i2i", "--aligned_model", str(models["aligned"])]) == 0
+    i2i = root / "shards" / "m-i2i.[0:2].pkl"
+    assert logit_analysis([*common, "--mode", "i2b", "--base_model", str(models["base"]), "--enable_template",
+                           "--i2i_pkl_file", str(i2i)]) == 0
+    prepared = root / "m.pkl"
+    assert data_prep(["m", str(i2i), str(root / "shards" / "m-i2b.[0:2].pkl"), "--out", str(prepared)]) == 0
+    assert generate_html(["m", "--data", str(prepared), "--out", str(root / "html")]) == 0
+    summary = root / "html" / "summary.json"
+    assert compare_pairs([str(summary), str(summary), "--labels", "a,b", "--out", str(root / "compare")]) == 0
+    assert compare_pairs(["--chain", str(summary), str(summary), "--labels", "a,b", "--out", str(root / "chain")]) == 0
+    return {"root": root, "tok": tok, "html": root / "html", "prepared": load_prepared(prepared), "i2i": load_records(i2i),
+            "summary": json.loads(summary.read_text())}
+
+
+def test_each_script_is_shown_exactly(page, multilingual):
+    """The answer reads as its text; no U+FFFD in the page or in what clicking every token shows (top-10 tables, the
+    position's token: its bytes where it is part of a character); the prefixes are the prompts and the decoded text."""
+    tok, prep = multilingual["tok"], multilingual["prepared"]
+    parts = 0
+    for n, (answer, ex, rec) in enumerate(zip(MULTILINGUAL_ANSWERS, prep["examples"], multilingual["i2i"])):
+        html = (multilingual["html"] / f"{n}.html").read_text(encoding="utf-8")
+        island = json.loads(html.split('id="tds-data">')[1].split("</script>")[0])  # JSON escapes U+FFFD as \ufffd
+        assert "\ufffd" not in html + json.dumps(island, ensure_ascii=False)
+        page.goto((multilingual["html"] / f"{n}.html").as_uri())
+        assert unmarked(page.inner_text("#answer")) == answer
+        assert "".join(ex["spans"]) == answer
+        ids, prompt_ids = rec["response_ids"].tolist(), rec["prompt_ids"].tolist()
+        expected = slow_answer_spans(tok, ids, ex["aligned_prompt"], prompt_ids)
+        shown = page.evaluate(CLICK_EVERY_TOKEN)
+        assert len(shown) == len(ids)
+        for t, got in enumerate(shown):
+            assert "\ufffd" not in got["text"], (t, got["text"])
+            assert got["aligned"] == ex["aligned_prompt"] + "".join(expected[:t])
+            assert got["base"] == ex["base_prompt"] + "".join(expected[:t])
+            if "\ufffd" in tok.decode(ids[t: t + 1]):  # only part of a character: the position shows its bytes
+                parts += 1
+                assert visible(prep["tokens"][ids[t]]) in got["text"].split("\n")[0] and "<0x" in prep["tokens"][ids[t]]
+        assert "\ufffd" not in page.inner_text("body")
+        # a token with no text of its own is a stub, titled with its bytes and clicked like any other
+        stub = next((t for t, span in enumerate(expected) if not span and "<0x" in prep["tokens"][ids[t]]), None)
+        if stub is not None:
+            assert page.get_attribute(f'#answer .tok[data-t="{stub}"]', "title") == visible(prep["tokens"][ids[stub]])
+            page.click(f'#answer .tok[data-t="{stub}"]')
+            assert page.inner_text("#content .position").startswith(f"Position {stub}: ")
+        assert page.problems == []
+    assert parts >= 8  # 🦩, 鬱 and the flag split in both vocabularies, and more
+
+
+def test_token_lists_show_bytes_never_u_fffd(multilingual):
+    """The summary's token lists, the terminal summary, the index, the comparison and the chain pages."""
+    html, summary = multilingual["html"], multilingual["summary"]
+    pages = [html / "summary.html", html / "index.html", multilingual["root"] / "compare" / "index.html",
+             multilingual["root"] / "chain" / "index.html", multilingual["root"] / "chain" / "chain.json"]
+    for path in pages:
+        assert "\ufffd" not in path.read_text(encoding="utf-8"), path
+    assert "\ufffd" not in json.dumps(summary, ensure_ascii=False) and "\ufffd" not in format_summary(summary)
+    tokens = multilingual["prepared"]["tokens"]
+    assert "\ufffd" not in "".join(tokens.values()) and any("<0x" in s for s in tokens.values())

@@ -30,6 +30,7 @@ from aligntds.errors import UserError
 from aligntds.prepare import load_prepared
 from aligntds.smollm2 import EOS_TOKEN, N_PARAMETERS, VOCAB_SIZE, cached_model, check_saved, get_smollm2, read_stamp
 from aligntds.store import load_records
+from aligntds.tokentext import WHITESPACE
 from test_pipeline import one_error_line
 
 # Their greedy answers (max 64 tokens): a list that stops; two haikus with a blank line, stops; a short list whose
@@ -161,17 +162,17 @@ class AnswerText(HTMLParser):
 
 def shown(text: str) -> str:
     """How an answer shows on the page: spaces as ·, newlines as ↵, tabs as → (aligntds.report.visible_parts)."""
-    return text.replace(" ", "·").replace("\n", "↵").replace("\t", "→")
+    return "".join(WHITESPACE.get(c, c) for c in text)
 
 
 def test_the_pages_show_each_answer_exactly(run):
     wrong = []
     for n, a in enumerate(run["answers"]):
         page = AnswerText()
-        page.feed((run["html"] / f"{n}.html").read_text(encoding="utf-8"))
+        html = (run["html"] / f"{n}.html").read_text(encoding="utf-8")
+        page.feed(html)
         data = json.loads(page.data)
-        tokens = "".join(data["tokens"][str(i)] for i in data["answer"])
-        if tokens != a["output"][0] or "".join(page.text) != shown(a["output"][0]):
+        if "".join(data["spans"]) != a["output"][0] or "\ufffd" in html + json.dumps(data, ensure_ascii=False) or "".join(page.text) != shown(a["output"][0]):
             wrong.append(f"{a['id']}: the page shows {''.join(page.text)!r}, the answer is {shown(a['output'][0])!r}")
     assert wrong == [], "; ".join(wrong)
 

@@ -37,9 +37,11 @@ def test_prepared_data_matches_the_records(report):
             direct = topk_metrics(b["topk_ids"], b["topk_logprobs"], a["topk_ids"], a["topk_logprobs"], 10)
             for name in ("kl", "jaccard", "ws", "ndcg", "tr", "tp"):
                 np.testing.assert_allclose(ex["metrics"][f"{name}@10"], direct[name], rtol=1e-5, atol=1e-6)
-    # Token strings: the answer's pieces put together give the answer back.
+    # Token strings: the answer's pieces put together give the answer back; so do the answer's spans.
     first = prep["examples"][1]
     assert "".join(prep["tokens"][i] for i in first["response_ids"].tolist()) == REPORT_EXAMPLES[1][1]
+    assert ["".join(ex["spans"]) for ex in prep["examples"]] == [a for _, a in REPORT_EXAMPLES]
+    assert [len(ex["spans"]) for ex in prep["examples"]] == [len(a["response_ids"]) for a in report["i2i"]]
 
     positions = sum(len(a["response_ids"]) for a in report["i2i"])
     with open(report["prepared"].with_suffix(".curves.csv")) as f:
@@ -124,6 +126,7 @@ def test_reference_pickles_are_accepted(tmp_path, capsys):
     assert prep["examples"][0]["aligned_rank"].tolist() == [0, 2, -1]  # -1: beyond the stored list
     assert prep["examples"][0]["base_prob"][1] == pytest.approx(0.125)
     assert prep["tokens"][7] == "w7" and prep["examples"][0]["query"] == "q"
+    assert prep["examples"][0]["spans"] == ["w7"] * 3  # the reference's own token strings
     s = json.loads((tmp_path / "ref.summary.json").read_text())
     assert s["greedy_mismatch"] is None and s["shifted"] == 2 and s["rank_unknown"] == 1
 

@@ -10,8 +10,8 @@ also one of:
 - **other**: the rest: punctuation and whitespace outside the phrases, and special tokens (the EOS).
 
 The position's token is the answer's token there (`response_ids`), which for greedy answers is the
-aligned model's top-1. Character spans come from decoding the answer ids token by token, so they are
-the spans of exactly the tokens that were scored.
+aligned model's top-1. Character spans are cut from the decoded answer (`tokentext.answer_spans`), so they
+are the spans of exactly the tokens that were scored.
 
     python scripts/demo_findings.py saved_logits/just_eval/demo_tp/demo-i2b.pkl --style models/demo/style.json
 
@@ -29,28 +29,17 @@ import numpy as np
 
 from .metrics import CLASS_NAMES as CLASSES
 from .metrics import shift_class
+from .tokentext import answer_spans, token_strings
 
 KINDS = ("style", "content", "other")
 
 
 def token_spans(tokenizer, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
-    """The decoded text of `ids` and each token's [start, end) character span in it.
-
-    Tokens are decoded one at a time; where that does not add up to the whole text (a character split
-    across byte-level tokens), the span ends come from decoding growing prefixes instead.
-    """
-    kw = dict(skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    text = tokenizer.decode(list(ids), **kw)
-    pieces = [tokenizer.decode([int(i)], **kw) for i in ids]
-    if "".join(pieces) == text:
-        ends = np.cumsum([len(p) for p in pieces]).tolist()
-    else:
-        ends, longest = [], 0
-        for t in range(len(ids)):
-            longest = max(longest, len(tokenizer.decode(list(ids[: t + 1]), **kw)))
-            ends.append(longest)
-    starts = [0, *ends[:-1]]
-    return text, list(zip(starts, ends))
+    """The decoded text of `ids` and each token's [start, end) character span in it (`tokentext.answer_spans`:
+    a character split over several byte-level tokens is in the span of the token that completes it)."""
+    pieces = answer_spans(tokenizer, ids)
+    ends = np.cumsum([len(p) for p in pieces]).tolist()
+    return "".join(pieces), list(zip([0, *ends[:-1]], ends))
 
 
 def phrase_spans(text: str, phrases: Sequence[str]) -> list[tuple[int, int]]:
@@ -105,8 +94,7 @@ def summarize(i2b_records: Sequence[dict], tokenizer, phrases: Sequence[str] = (
         kind.append(position_kinds(tokenizer, ids, phrases))
         n_early = math.ceil(early * len(ids))
         is_early.append(np.arange(len(ids)) < n_early)
-        for t in np.flatnonzero(c == 2):
-            shifted_tokens[tokenizer.decode([ids[t]], skip_special_tokens=False)] += 1
+        shifted_tokens.update(ids[t] for t in np.flatnonzero(c == 2))
     c = np.concatenate(cls) if cls else np.zeros(0, np.int8)
     k = np.concatenate(kind) if kind else np.zeros(0, np.int8)
     e = np.concatenate(is_early) if is_early else np.zeros(0, bool)
@@ -120,7 +108,8 @@ def summarize(i2b_records: Sequence[dict], tokenizer, phrases: Sequence[str] = (
     out["style_shifted"] = _rate(int((shifted & (k == 0)).sum()), int((k == 0).sum()))
     out["early_shifted"] = _rate(int((shifted & e).sum()), int(e.sum()))
     out["late_shifted"] = _rate(int((shifted & ~e).sum()), int((~e).sum()))
-    out["top_shifted_tokens"] = shifted_tokens.most_common(top)
+    shown = token_strings(tokenizer, list(shifted_tokens))  # a part of a character as its bytes, <0xF0><0x9F>
+    out["top_shifted_tokens"] = [(shown[i], n) for i, n in shifted_tokens.most_common(top)]
     return out
 
 

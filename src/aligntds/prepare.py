@@ -11,11 +11,18 @@ all read through the restricted loader. Writes the prepared data (a record file)
 
 The prepared data is one dict: `pair`, `source` ("aligntds", "pair" or "reference"), `kl` (which KL the
 `kl` arrays below hold), `top_k`, `spike_threshold` (float, or None without positions), `slice_fields`
-(the slice fields, in order), `meta`, `tokens` {id: text} and `examples`, one dict per example.
+(the slice fields, in order), `meta`, `tokens` {id: text} and `examples`, one dict per example. `tokens` is what
+each token shows (tokentext.token_strings): its text with its leading space, or, for a token that is only part of
+a character, its bytes (`<0xF0><0x9F>`); never U+FFFD for a partial character.
 
 Per example, per position (T positions; each a numpy array of length T):
 
     response_ids      int32 [T]     the answer token ids
+    spans             list of T str each answer token's part of the answer text (tokentext.answer_spans): put
+                                    together, the answer decoded after the aligned prompt (ChatEncoder.decode_answer);
+                                    a character split over several tokens is on the token that completes it, the
+                                    tokens before it hold what precedes it (often ""); reference pickles: their
+                                    token strings
     aligned_top_ids, aligned_top_logprobs, base_top_ids, base_top_logprobs   int32 / float32 [T, 10]: each side's top-10
     aligned_rank      int32 [T]     0-based base rank of the aligned top-1 (-1: beyond the stored base top-k,
                                     for reference pickles and for an i2b file scored against another i2i run)
@@ -62,6 +69,7 @@ from .data import QUERY_PLACEHOLDER, read_json_items
 from .errors import UserError
 from .metrics import ALIGNED_ONLY, SHIFTED, shift_class, topk_metrics
 from .records import check_records
+from .tokentext import answer_spans, token_strings
 
 log = logging.getLogger("aligntds")
 
@@ -91,6 +99,7 @@ class Joined:
     aligned_logprob: np.ndarray  # float [T], NaN unknown
     greedy_mismatch: np.ndarray  # bool [T]
     exact: dict = field(default_factory=dict)  # name -> float [T]
+    prompt_ids: np.ndarray | None = None  # int [P] the aligned prompt's ids, None: not stored (reference pickles)
     aligned_entropy: np.ndarray | None = None  # float [T] nats, None: not stored (reference pickles)
     base_entropy: np.ndarray | None = None
     aligned_only: np.ndarray | None = None  # bool [T] (None: all False)
@@ -161,7 +170,8 @@ def _join_ours(a_recs, b_recs, a_path, b_path) -> list[Joined]:
         out.append(Joined(
             a["index"], a["id"], a["prompt"], b["prompt"], a["probe_text"], b["response_ids"],
             a["topk_ids"][:t], a["topk_logprobs"][:t], b["topk_ids"], b["topk_logprobs"],
-            rank, lp, a["token_rank"][:t] > 0, aligned_only=b.get("aligned_only"), aligned_entropy=a["entropy"][:t], base_entropy=b["entropy"],
+            rank, lp, a["token_rank"][:t] > 0, aligned_only=b.get("aligned_only"), prompt_ids=a["prompt_ids"],
+            aligned_entropy=a["entropy"][:t], base_entropy=b["entropy"],
         ))
     return out
 
@@ -173,7 +183,8 @@ def _from_pair(recs) -> list[Joined]:
             r["topk_ids"], r["topk_logprobs"], r["base_topk_ids"], r["base_topk_logprobs"],
             r["aligned_rank"].astype(np.int64), r["aligned_logprob"].astype(np.float64), r["token_rank"] > 0,
             {k: np.asarray(r[k], dtype=np.float64) for k in EXACT_KEYS},
-            aligned_only=r.get("aligned_only"), aligned_entropy=r["entropy"], base_entropy=r["base_entropy"],
+            aligned_only=r.get("aligned_only"), prompt_ids=r["prompt_ids"], aligned_entropy=r["entropy"],
+            base_entropy=r["base_entropy"],
         )
         for r in recs
     ]
@@ -248,22 +259,6 @@ def load_joined(i2i_path, i2b_path, truncate_mismatched: bool = False):
     check_records(a_recs, i2i_path, "i2i")
     check_records(b_recs, i2b_path, "i2b")
     return _join_ours(a_recs, b_recs, i2i_path, i2b_path), "aligntds", None, a_recs[0]["meta"], b_recs[0]["meta"], 0
-
-
-# -- token strings --------------------------------------------------------------------------------
-
-def token_strings(tokenizer, ids) -> dict[int, str]:
-    """The text each token adds when it follows other text (leading spaces kept, as in the answer).
-
-    Decoding a lone token drops the leading space of SentencePiece pieces, so each id is decoded
-    after an anchor token and the anchor's text is removed.
-    """
-    ids = sorted({int(i) for i in ids})
-    anchor = list(tokenizer("a", add_special_tokens=False)["input_ids"])[:1]
-    prefix = tokenizer.decode(anchor) if anchor else ""
-    texts = tokenizer.batch_decode([anchor + [i] for i in ids])
-    lone = tokenizer.batch_decode([[i] for i in ids])
-    return {i: t[len(prefix):] if prefix and t.startswith(prefix) else s for i, t, s in zip(ids, texts, lone)}
 
 
 # -- metrics for every position --------------------------------------------------------------------
@@ -344,6 +339,22 @@ def compute(joined: list[Joined], ks: tuple[int, ...]) -> list[dict]:
         ex = examples[-1]
         ex["kl"] = position_kl(ex["metrics"], ex["exact"], e - s)
     return examples
+
+
+def add_spans(examples: list[dict], joined: list[Joined], tokenizer, tokenization: str) -> None:
+    """Set each example's `spans` (in place): its answer text cut into one string per answer token
+    (`tokentext.answer_spans`). The text is the answer ids decoded after the aligned prompt's ids as
+    `ChatEncoder.decode_answer` does (as generate_outputs writes an answer: after a SentencePiece chat prompt,
+    without the boundary space the prompt's text already ends in), so that a prompt followed by the first t
+    spans reads as the context of position t."""
+    from tqdm.auto import tqdm
+
+    from .prompts import ChatEncoder
+
+    encoder = ChatEncoder(tokenizer, tokenization)
+    for ex, j in tqdm(list(zip(examples, joined)), desc="answer text", unit="ex", disable=len(examples) < 100):
+        ids, context = ex["response_ids"].tolist(), j.prompt_ids.tolist()
+        ex["spans"] = answer_spans(tokenizer, ids, context, encoder.decode_answer(j.aligned_prompt, context, ids))
 
 
 def tied_top1(j: Joined) -> np.ndarray:
@@ -518,11 +529,15 @@ def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, tr
     if strings is None:
         from .models import load_tokenizer
 
-        name = tokenizer or a_meta.get("model")
+        tok = load_tokenizer(tokenizer or a_meta.get("model"))
         ids = set()
         for ex in examples:
             ids.update(ex["response_ids"].tolist(), ex["aligned_top_ids"].ravel().tolist(), ex["base_top_ids"].ravel().tolist())
-        strings = token_strings(load_tokenizer(name), ids)
+        strings = token_strings(tok, ids)
+        add_spans(examples, joined, tok, a_meta.get("tokenization", "chat"))
+    else:  # the reference's pickles name no prompt ids and no tokenizer: their own token strings
+        for ex in examples:
+            ex["spans"] = [strings.get(i, f"<{i}>") for i in ex["response_ids"].tolist()]
     if cut:
         log.warning(f"{cut} examples had answers of different lengths and were cut to the shorter (--truncate_mismatched)")
     return {
@@ -581,6 +596,6 @@ def load_prepared(path) -> dict:
     records = store.load_records(path)
     if len(records) != 1 or not {"pair", "examples", "tokens"} <= set(records[0]):
         raise UserError(f"{path}: not a file written by data_prep")
-    if "spike_threshold" not in records[0]:
-        raise UserError(f"{path}: written by an older data_prep (no entropy, spikes or slices): run data_prep again")
+    if "spike_threshold" not in records[0] or any("spans" not in ex for ex in records[0]["examples"]):
+        raise UserError(f"{path}: written by an older data_prep (no entropy, spikes, slices or answer spans): run data_prep again")
     return records[0]

@@ -24,7 +24,8 @@ from .errors import UserError
 from .metrics import MARGINAL, SHIFTED, UNSHIFTED
 from .prepare import default_output, load_prepared
 from .store import atomic_write_bytes
-from .summary import show_token, summarize, write_summary
+from .summary import summarize, write_summary
+from .tokentext import EMPTY, WHITESPACE, show_token
 
 log = logging.getLogger("aligntds")
 
@@ -41,7 +42,7 @@ def environment():
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    env.globals.update(version=__version__, show=show_token)
+    env.globals.update(version=__version__, show=show_token, marks=WHITESPACE)
     return env
 
 
@@ -56,17 +57,17 @@ def default_folder(pair: str) -> Path:
 
 
 def visible_parts(text: str) -> list[tuple[bool, str]]:
-    """A token's text as (is_whitespace_marker, text) parts: spaces as ·, newlines as ↵, tabs as →."""
-    marks = {" ": "·", "\n": "↵", "\t": "→"}
+    """A span of the answer as (is_whitespace_mark, text) parts, spaces, newlines and tabs as their marks
+    (`tokentext.WHITESPACE`: · ↵ →); no parts for an empty span."""
     parts: list[tuple[bool, str]] = []
     for ch in text:
-        if ch in marks:
-            parts.append((True, marks[ch]))
+        if ch in WHITESPACE:
+            parts.append((True, WHITESPACE[ch]))
         elif parts and not parts[-1][0]:
             parts[-1] = (False, parts[-1][1] + ch)
         else:
             parts.append((False, ch))
-    return parts or [(True, "∅")]
+    return parts
 
 
 def _rounded(values, decimals: int = 4) -> list:
@@ -89,13 +90,17 @@ def page_data(ex: dict, tokens: dict[int, str], k: int = 10) -> dict:
 
     Top-10 probabilities go as integer parts per million; the base probability of the aligned
     token, often far smaller, with four significant digits. KL, Jaccard and WS are at k (10, or the
-    stored top-k when fewer were stored)."""
+    stored top-k when fewer were stored). `spans` are the answer text per token (the prefixes are the prompts
+    followed by them), `marks` and `empty` what the tables show for whitespace and for an empty token."""
     ids = set(ex["response_ids"].tolist()) | set(ex["aligned_top_ids"].ravel().tolist()) | set(ex["base_top_ids"].ravel().tolist())
     m = ex["metrics"]
     t = len(ex["response_ids"])
     return {
         "tokens": {str(i): tokens.get(i, f"<{i}>") for i in sorted(ids)},
         "answer": ex["response_ids"].tolist(),
+        "spans": list(ex["spans"]),
+        "marks": WHITESPACE,
+        "empty": EMPTY,
         "cls": ex["cls"].tolist(),
         "rank": ex["aligned_rank"].tolist(),
         "base_prob": [float(f"{v:.4g}") if math.isfinite(v) else None for v in ex["base_prob"].tolist()],
@@ -141,18 +146,22 @@ def class_counts(ex: dict) -> dict:
 def answer_html(ex: dict, tokens: dict[int, str]) -> Markup:
     """The answer as one focusable span per token, coloured by class, spikes marked; every text part escaped.
 
+    A token's span holds its part of the answer text (`ex["spans"]`), so the answer reads exactly as its text;
+    a token with no text of its own (part of a character that a later token completes) is an empty span,
+    which the style sheet marks, titled with what the token is (its bytes, `<0xF0><0x9F>`).
     Built here rather than in a template loop: it is the only per-token markup, and a page can hold
     thousands of tokens.
     """
     spans = []
-    rows = zip(ex["response_ids"].tolist(), ex["cls"].tolist(), ex["top1_differs"].tolist(), ex["spike"].tolist())
-    for t, (i, c, d, spike) in enumerate(rows):
+    rows = zip(ex["spans"], ex["response_ids"].tolist(), ex["cls"].tolist(), ex["top1_differs"].tolist(), ex["spike"].tolist())
+    for t, (text, i, c, d, spike) in enumerate(rows):
         inner = "".join(
-            (f'<span class="ws">{part}</span>' + ("<br>" if part == "↵" else "<wbr>")) if ws else str(escape(part))
-            for ws, part in visible_parts(tokens.get(i, f"<{i}>"))
+            (f'<span class="ws">{part}</span>' + ("<br>" if part == WHITESPACE["\n"] else "<wbr>")) if ws else str(escape(part))
+            for ws, part in visible_parts(text)
         )
         marks = (" u" if d else "") + (" spike" if spike else "")
-        spans.append(f'<span class="tok c{int(c)}{marks}" tabindex="0" role="button" data-t="{t}">{inner}</span>')
+        title = "" if inner else f' title="{escape(show_token(tokens.get(i, f"<{i}>")))}"'
+        spans.append(f'<span class="tok c{int(c)}{marks}"{title} tabindex="0" role="button" data-t="{t}">{inner}</span>')
     return Markup("".join(spans))
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from .metrics import ALIGNED_ONLY, CLASS_NAMES, MARGINAL, SHIFTED, UNSHIFTED
 from .store import atomic_write_bytes
+from .tokentext import show_token
 
 TOP_TOKENS = 50
 TOP_EXAMPLES = 20
@@ -270,11 +271,6 @@ def _mismatch(exs: list[dict], mismatch: np.ndarray, pos: np.ndarray) -> dict:
 
 def write_summary(path: str | Path, summary: dict) -> None:
     atomic_write_bytes(path, (json.dumps(summary, indent=1, ensure_ascii=False) + "\n").encode())
-
-
-def show_token(text: str) -> str:
-    """A token for a terminal or a table: spaces and newlines made visible."""
-    return text.replace(" ", "·").replace("\n", "↵").replace("\t", "→") or "∅"
 
 
 def _pct(v) -> str:

@@ -7,8 +7,12 @@
     var s = Object.prototype.hasOwnProperty.call(data.tokens, id) ? data.tokens[id] : "<" + id + ">";
     return s;
   }
-  function visible(s) {
-    return s.replace(/ /g, "\u00b7").replace(/\n/g, "\u21b5").replace(/\t/g, "\u2192") || "\u2205";
+  function visible(s) {  // whitespace marks as the report's (data.marks), data.empty for an empty token
+    var out = "";
+    for (var i = 0; i < s.length; i++) {
+      out += Object.prototype.hasOwnProperty.call(data.marks, s[i]) ? data.marks[s[i]] : s[i];
+    }
+    return out || data.empty;
   }
   function pct(p) {
     if (p === null) return "?";
@@ -30,10 +34,8 @@
     if (text !== undefined) e.textContent = text;
     return e;
   }
-  function prefixOf(prompt, t) {
-    var parts = [prompt];
-    for (var i = 0; i < t; i++) parts.push(tokenText(data.answer[i]));
-    return parts.join("");
+  function prefixOf(prompt, t) {  // the prompt and the answer text before position t
+    return prompt + data.spans.slice(0, t).join("");
   }
 
   function show(t) {
