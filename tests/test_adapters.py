@@ -24,7 +24,7 @@ from aligntds.errors import UserError
 from aligntds.pair import PairRequest, PairScorer
 from aligntds.scoring import Request, Scorer
 from aligntds.store import load_records
-from conftest import make_adapter, one_error_line
+from helpers import make_adapter, one_error_line
 
 TOL = 1e-4  # merged weights round differently from base + adapter in float32 (seen: 1.6e-5)
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

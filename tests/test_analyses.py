@@ -35,10 +35,7 @@ from aligntds.store import load_records, save_records
 from aligntds.summary import Positions, block, format_summary
 from aligntds.tiny import save_pair_member, tiny_model
 from aligntds.tokentext import token_strings
-from test_pipeline import one_error_line
-from test_report import _reference_pickle
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, one_error_line, reference_pickle
 CONTEXTS = (" the", " is", " of")  # planted after these tokens, one per chain stage
 TARGETS = ("Su", " help", " this")  # the tokens planted there
 PLANTED_EXAMPLES = [  # (query, answer, category; None: the example has no category)
@@ -191,8 +188,8 @@ def test_shifts_sit_on_high_entropy_positions(weak_runs, planted):
 
 
 def test_reference_pickles_have_no_entropy(tmp_path, capsys):
-    i2i = _reference_pickle(tmp_path / "i2i.pkl", [3, 2], lambda e, p: [7, 8, 9, 10])
-    i2b = _reference_pickle(tmp_path / "i2b.pkl", [3, 2], lambda e, p: [1, 2, 3, 7])
+    i2i = reference_pickle(tmp_path / "i2i.pkl", [3, 2], lambda e, p: [7, 8, 9, 10])
+    i2b = reference_pickle(tmp_path / "i2b.pkl", [3, 2], lambda e, p: [1, 2, 3, 7])
     assert data_prep(["ref", str(i2i), str(i2b), "--out", str(tmp_path / "ref.pkl")]) == 0
     text = (tmp_path / "ref.summary.json").read_text()
     assert json.loads(text)["entropy"] is None and "NaN" not in text
@@ -308,8 +305,8 @@ def test_slice_labels_from_the_data_file_and_a_labels_file(tmp_path, report, cap
     (tmp_path / "category.json").write_text(json.dumps({"0": "a"}))
     refused(["--slices", str(tmp_path / "category.json"), "--slice_by", "category", "--data_file", str(tmp_path / "data.json")],
             "field 'category' is also given by --slice_by")
-    ref_a = _reference_pickle(tmp_path / "ri.pkl", [2], lambda e, p: [7, 8, 9])
-    ref_b = _reference_pickle(tmp_path / "rb.pkl", [2], lambda e, p: [7, 8, 9])
+    ref_a = reference_pickle(tmp_path / "ri.pkl", [2], lambda e, p: [7, 8, 9])
+    ref_b = reference_pickle(tmp_path / "rb.pkl", [2], lambda e, p: [7, 8, 9])
     assert data_prep(["ref", str(ref_a), str(ref_b), "--out", str(tmp_path / "ref.pkl"), "--slice_by", "category"]) == 2
     one_error_line(capsys, "do not name their data file", "--data_file")
 
@@ -406,6 +403,7 @@ def chain(planted, tmp_path_factory):
     return {"root": tmp / "runs" / "toy", "page": tmp / "page", "chain": json.loads((tmp / "page" / "chain.json").read_text())}
 
 
+@pytest.mark.slow
 def test_chain_shows_each_planted_token_at_its_stage(chain, planted):
     text = planted["text"]
     rows = {r["token"]: r for r in chain["chain"]["tokens"]}
@@ -426,6 +424,7 @@ def test_chain_shows_each_planted_token_at_its_stage(chain, planted):
     assert "towns" in s1["slices"]["category"]  # DATA_PREP_FLAGS reach data_prep
 
 
+@pytest.mark.slow
 def test_chain_stage_classes_from_the_base_top_k_are_exact(chain, planted, tmp_path):
     """Stage 1 against the i2b run of stage 3 (ranks from the stored base top-k) = stage 1 against its own i2b run."""
     root = chain["root"]

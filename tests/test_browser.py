@@ -25,9 +25,9 @@ from aligntds.store import load_records
 from aligntds.summary import format_summary
 from aligntds.tiny import save_pair_member, tiny_model
 from aligntds.tokentext import WHITESPACE, show_token
-from conftest import HOSTILE_ANSWER, HOSTILE_PROMPT, MULTILINGUAL_ANSWERS, write_data
-from test_tokenization import sp_folder
-from test_tokentext import slow_answer_spans
+from helpers import HOSTILE_ANSWER, HOSTILE_PROMPT, MULTILINGUAL_ANSWERS, slow_answer_spans, sp_folder, write_data
+
+pytestmark = pytest.mark.slow  # a real browser, and the pipeline on answers in many scripts
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -30,6 +30,8 @@ from aligntds.findings import format_summary, summarize
 from aligntds.prompts import ChatEncoder
 from aligntds.store import load_records
 
+pytestmark = pytest.mark.slow  # builds the demo pair (a minute) when it is not built yet, then the pipeline on 100 answers
+
 REPO = Path(__file__).resolve().parents[1]
 BUILD = [sys.executable, str(REPO / "scripts" / "build_demo_pair.py")]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,17 +13,13 @@ from aligntds.cli.merge_logits import main as merge_logits
 from aligntds.distributed import Rank, current_rank, device_for, part
 from aligntds.errors import UserError
 from aligntds.store import load_records
-from conftest import TIMEOUT, launcher, run_ranks, subprocess_env
-from test_pipeline import assert_same_records
-from test_scoring import run_pair
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, TIMEOUT, assert_same_records, launcher, run_i2i_i2b, run_ranks, subprocess_env
 
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory, data_file, pair_llama):
     """i2i and i2b records of a one-process run (merged), the files the distributed runs must reproduce."""
-    return run_pair(tmp_path_factory.mktemp("one"), pair_llama, data_file)
+    return run_i2i_i2b(tmp_path_factory.mktemp("one"), pair_llama, data_file)
 
 
 def model_flags(pair):
@@ -87,8 +82,9 @@ def test_pair_mode_ranks_merge_to_one_process(tmp_path, data_file, pair_llama, m
     assert_same_records(load_records(tmp_path / "two" / "t-pair.pkl"), load_records(tmp_path / "one" / "t-pair.pkl"))
 
 
+@pytest.mark.slow
 def test_accelerate_launch_two_processes(tmp_path, data_file, pair_llama, one_process):
-    """`accelerate launch` starts two processes (see `conftest.launcher`); after the merge, the records of one process."""
+    """`accelerate launch` starts two processes (see `helpers.launcher`); after the merge, the records of one process."""
     out = tmp_path / "out"
     cmd = [*launcher("accelerate", 2), "src/logit_analysis.py", "--data_file", str(data_file), "--pair", "t", "--mode", "i2i",
            "--device", "cpu", "--logits_folder", str(out / "shards"), *model_flags(pair_llama)]
@@ -100,6 +96,7 @@ def test_accelerate_launch_two_processes(tmp_path, data_file, pair_llama, one_pr
     assert_same_records(load_records(out / "t-i2i.pkl"), one_process[0])
 
 
+@pytest.mark.slow
 def test_run_shards_script(tmp_path, data_file, pair_llama, one_process):
     """scripts/run_shards.sh with 2 "GPUs" (processes, on the CPU): i2i, merge, i2b, merge."""
     env = {**subprocess_env(tmp_path), "LOGITS_ROOT": str(tmp_path / "runs"), "PYTHON": sys.executable}

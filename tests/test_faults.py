@@ -27,10 +27,8 @@ from aligntds.generate import load_instructions
 from aligntds.scoring import Request, Scorer
 from aligntds.store import load_records, save_records
 from aligntds.tiny import save_pair_member, tiny_model
-from conftest import write_data
+from helpers import REPO, brute_force, i2b, i2i, one_error_line, write_data
 from reference import assert_topk_matches, rank_bounds
-from test_pair import brute_force
-from test_pipeline import REPO, i2b, i2i, one_error_line
 
 TOL = 1e-4
 

@@ -12,7 +12,7 @@ from aligntds.findings import phrase_spans, position_kinds, shift_class, summari
 from aligntds.models import load_tokenizer
 from aligntds.prompts import ChatEncoder
 from aligntds.store import load_records
-from test_pipeline import one_error_line
+from helpers import one_error_line
 
 
 def test_position_kinds_and_classes(tok_bos):

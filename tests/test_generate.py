@@ -20,13 +20,8 @@ from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.prompts import ChatEncoder
 from aligntds.store import load_records
 from aligntds.tiny import save_pair_member, tiny_model, train_tokenizer
-from conftest import CORPUS, TIMEOUT, launcher, make_adapter, one_error_line, run_ranks, subprocess_env
+from helpers import CORPUS, LLAMA2_TEMPLATE, REPO, TIMEOUT, launcher, make_adapter, one_error_line, run_ranks, subprocess_env
 
-REPO = Path(__file__).resolve().parents[1]
-LLAMA2_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'user' %}{{ bos_token }}[INST] {{ m['content'] }} [/INST]"
-    "{% else %} {{ m['content'] }} {{ eos_token }}{% endif %}{% endfor %}"
-)
 QUERIES = ["What is the capital of France?", "Hi", "Tell me about cats and the garden and the mat.", "Water?",
            "How do I bake bread with flour, water and salt?", "Is Rome in Italy?", "Say nothing at all, please.", "Why?"]
 MAX_NEW = 24
@@ -200,6 +195,7 @@ def test_answers_capped_to_the_context(tmp_path, chat_model, instructions, capsy
     one_error_line(capsys, "instructions.json: example 0 (id=q0)", "the prompt alone has", "context is 8")
 
 
+@pytest.mark.slow
 def test_script_runs_as_a_command(tmp_path):
     """The thin entry point, as users run it: a mistake is one line and exit status 2, never a traceback."""
     bad = subprocess.run([sys.executable, str(REPO / "src/generate_outputs.py"), "--data_file", str(tmp_path / "x.json"),
@@ -261,9 +257,10 @@ def test_ranks_write_parts_that_merge_to_one_process(tmp_path, chat_model, instr
     assert out.read_bytes() == one_output  # refused merges leave the output as it was
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["accelerate", "torchrun"])
 def test_launch_two_processes_merges_to_one_process(name, tmp_path, chat_model, instructions, one_output):
-    """`accelerate launch` and `torchrun` start two processes (see `conftest.launcher`); the merge of their parts is
+    """`accelerate launch` and `torchrun` start two processes (see `helpers.launcher`); the merge of their parts is
     the file of one process, byte for byte."""
     out = tmp_path / "answers.json"
     flags = gen_flags(instructions, out, chat_model[0])
@@ -276,6 +273,7 @@ def test_launch_two_processes_merges_to_one_process(name, tmp_path, chat_model, 
     assert out.read_bytes() == one_output
 
 
+@pytest.mark.slow
 def test_run_shards_generates_then_scores(tmp_path, chat_model, instructions, one_output):
     """scripts/run_shards.sh with GENERATE_FROM: answers in 2 processes, merged, then i2i and i2b on them."""
     folder, tok = chat_model[:2]

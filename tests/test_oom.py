@@ -13,7 +13,7 @@ from aligntds.errors import UserError
 from aligntds.pair import PairRequest, PairScorer
 from aligntds.scoring import Request, Scorer, plan_batches
 from aligntds.store import load_records
-from test_pipeline import assert_same_records, one_error_line
+from helpers import assert_same_records, one_error_line
 
 
 def inject_oom(model, max_tokens: int) -> list[tuple[str, int]]:

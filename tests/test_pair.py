@@ -15,10 +15,8 @@ from aligntds.pair import divergences
 from aligntds.records import RUN_KEYS, check_records
 from aligntds.store import load_records
 from aligntds.tiny import save_pair_member, tiny_model, train_tokenizer
-from conftest import CORPUS
+from helpers import CORPUS, assert_same_records, brute_force, one_error_line, run_i2i_i2b
 from reference import assert_topk_matches, rank_bounds, reference_logprobs
-from test_pipeline import assert_same_records, one_error_line
-from test_scoring import run_pair
 
 TOL = 1e-4
 
@@ -26,25 +24,6 @@ TOL = 1e-4
 def pair_run(data, folder, pair, *extra):
     return logit_analysis(["--data_file", str(data), "--logits_folder", str(folder), "--pair", "t", "--mode", "pair",
                            "--aligned_model", str(pair["aligned"]), "--base_model", str(pair["base"]), "--enable_template", *extra])
-
-
-def brute_force(ref_p: np.ndarray, ref_q: np.ndarray) -> dict[str, np.ndarray]:
-    """KL, JS and TV from the oracle's full log-prob arrays [T, V], in float64, straight from the definitions
-    (0 log 0 = 0)."""
-    lp, lq = ref_p.astype(np.float64), ref_q.astype(np.float64)
-    p, q = np.exp(lp), np.exp(lq)
-    lm = np.log((p + q) / 2)
-
-    def kl(pr, log_a, log_b):
-        with np.errstate(invalid="ignore"):
-            return np.where(pr > 0, pr * (log_a - log_b), 0.0).sum(1)
-
-    return {
-        "kl_aligned_base": kl(p, lp, lq),
-        "kl_base_aligned": kl(q, lq, lp),
-        "js": 0.5 * kl(p, lp, lm) + 0.5 * kl(q, lq, lm),
-        "tv": 0.5 * np.abs(p - q).sum(1),
-    }
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
@@ -55,7 +34,7 @@ def routes(request, tmp_path_factory, data_file):
     tmp = tmp_path_factory.mktemp(f"pair_{request.param}")
     assert pair_run(data_file, tmp / "pair", pair) == 0
     recs = load_records(tmp / "pair" / "t-pair.[0:7].pkl")
-    i2i, i2b = run_pair(tmp, pair, data_file)
+    i2i, i2b = run_i2i_i2b(tmp, pair, data_file)
     aligned, base = (AutoModelForCausalLM.from_pretrained(pair[role], dtype=torch.float32) for role in ("aligned", "base"))
     oracle = [(reference_logprobs(aligned, r["prompt_ids"], r["response_ids"]),
                reference_logprobs(base, r["base_prompt_ids"], r["response_ids"])) for r in recs]

@@ -14,33 +14,7 @@ from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.cli.merge_logits import main as merge_logits
 from aligntds.store import load_records, save_records
 from aligntds.tiny import save_pair_member, tiny_model, train_tokenizer
-from conftest import CORPUS, EXAMPLES, one_error_line, write_data
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def i2i(data, folder, model, *extra):
-    return logit_analysis(["--data_file", str(data), "--logits_folder", str(folder), "--pair", "t", "--mode", "i2i",
-                           "--aligned_model", str(model), *extra])
-
-
-def i2b(data, folder, model, i2i_file, *extra):
-    return logit_analysis(["--data_file", str(data), "--logits_folder", str(folder), "--pair", "t", "--mode", "i2b",
-                           "--base_model", str(model), "--i2i_pkl_file", str(i2i_file), *extra])
-
-
-def assert_same_records(a, b):
-    assert len(a) == len(b)
-    for ra, rb in zip(a, b):
-        assert ra.keys() == rb.keys()
-        for k in ra:
-            if isinstance(ra[k], np.ndarray):
-                if ra[k].dtype.kind == "f":
-                    np.testing.assert_allclose(ra[k], rb[k], atol=1e-5, rtol=0)
-                else:
-                    np.testing.assert_array_equal(ra[k], rb[k])
-            else:
-                assert ra[k] == rb[k], k
+from helpers import CORPUS, EXAMPLES, REPO, assert_same_records, i2b, i2i, one_error_line, write_data
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +247,7 @@ def test_vocabulary_mismatch_is_refused(tmp_path, data_file, full_i2i, capsys):
     one_error_line(capsys, "differs from the aligned tokenizer", "vocabulary 350", "do not mean the same text".replace("do not", "would not"))
 
 
+@pytest.mark.slow
 def test_scripts_run_as_commands(tmp_path, data_file, full_i2i):
     """The thin entry points, as users run them: errors are one line and exit status 2, never a traceback."""
     bad = subprocess.run([sys.executable, str(REPO / "src/logit_analysis.py"), "--data_file", str(tmp_path / "x.json"),

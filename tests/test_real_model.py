@@ -31,7 +31,7 @@ from aligntds.prepare import load_prepared
 from aligntds.smollm2 import EOS_TOKEN, N_PARAMETERS, VOCAB_SIZE, cached_model, check_saved, get_smollm2, read_stamp
 from aligntds.store import load_records
 from aligntds.tokentext import WHITESPACE
-from test_pipeline import one_error_line
+from helpers import one_error_line
 
 # Their greedy answers (max 64 tokens): a list that stops; two haikus with a blank line, stops; a short list whose
 # blank lines the model writes as one token ("\n\n"); accented Latin letters, stops; Japanese (bytes of one
@@ -44,6 +44,8 @@ INSTRUCTIONS = [
     {"id": "greet", "pure_input": "Say hello in Japanese and in Greek."},
 ]
 MAX_NEW_TOKENS = 64
+
+pytestmark = pytest.mark.slow  # a real 135M-parameter model through the whole pipeline
 
 
 @pytest.fixture(scope="module")

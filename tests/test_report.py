@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import pickle
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -21,8 +20,7 @@ from aligntds.prepare import load_prepared
 from aligntds.records import make_record
 from aligntds.scoring import Request
 from aligntds.store import load_records, save_records
-from conftest import REPORT_EXAMPLES
-from test_pipeline import one_error_line
+from helpers import REPORT_EXAMPLES, one_error_line, reference_pickle
 
 def test_prepared_data_matches_the_records(report):
     prep = load_prepared(report["prepared"])
@@ -97,28 +95,12 @@ def test_summary_counts_on_known_classes(tmp_path, pair_llama, tok_bos):
     assert relative[0]["shifted_rate"] == 0.5  # positions 0 of both answers
 
 
-def _reference_pickle(path, n_positions, ids_fn, id_offset=0):
-    """A merged pickle as the reference wrote it: numpy scalars in one dict per candidate."""
-    recs = []
-    for e, t in enumerate(n_positions):
-        results = []
-        for pos in range(t):
-            ids = ids_fn(e, pos)
-            probs = np.float32(0.5) ** np.arange(1, len(ids) + 1, dtype=np.float32)
-            results.append({"tokens": [{"token_id": np.int64(i), "token": f"w{i}", "logit": np.float32(np.log(p)), "prob": p}
-                                       for i, p in zip(ids, probs)], "prefix": "whatever"})
-        recs.append({"id": e + id_offset, "prompt": "# Query: \n ```q``` \n\n \n# Answer: \n ```", "probe_text": "a",
-                     "results": results, "final_generated_text": "a"})
-    path.write_bytes(pickle.dumps(recs, protocol=4))
-    return path
-
-
 def test_reference_pickles_are_accepted(tmp_path, capsys):
-    i2i = _reference_pickle(tmp_path / "i2i.pkl", [3, 2, 0], lambda e, p: [7, 8, 9, 10])
+    i2i = reference_pickle(tmp_path / "i2i.pkl", [3, 2, 0], lambda e, p: [7, 8, 9, 10])
     # Base lists: the aligned top-1 (7) at index 0, 2, absent / 1, 5.
     base_ids = {(0, 0): [7, 1, 2, 3, 4, 5], (0, 1): [1, 2, 7, 3, 4, 5], (0, 2): [1, 2, 3, 4, 5, 6],
                 (1, 0): [1, 7, 2, 3, 4, 5], (1, 1): [1, 2, 3, 4, 5, 7]}
-    i2b = _reference_pickle(tmp_path / "i2b.pkl", [3, 2, 0], lambda e, p: base_ids[e, p])
+    i2b = reference_pickle(tmp_path / "i2b.pkl", [3, 2, 0], lambda e, p: base_ids[e, p])
     assert data_prep(["ref", str(i2i), str(i2b), "--out", str(tmp_path / "ref.pkl")]) == 0
     prep = load_prepared(tmp_path / "ref.pkl")
     assert prep["source"] == "reference"
@@ -130,12 +112,12 @@ def test_reference_pickles_are_accepted(tmp_path, capsys):
     s = json.loads((tmp_path / "ref.summary.json").read_text())
     assert s["greedy_mismatch"] is None and s["shifted"] == 2 and s["rank_unknown"] == 1
 
-    short = _reference_pickle(tmp_path / "short.pkl", [3, 1, 0], lambda e, p: base_ids[e, p])
+    short = reference_pickle(tmp_path / "short.pkl", [3, 1, 0], lambda e, p: base_ids[e, p])
     assert data_prep(["ref", str(i2i), str(short), "--out", str(tmp_path / "x.pkl")]) == 2
     one_error_line(capsys, "short.pkl", "record 1", "--truncate_mismatched")
     assert data_prep(["ref", str(i2i), str(short), "--out", str(tmp_path / "x.pkl"), "--truncate_mismatched"]) == 0
     assert [len(ex["cls"]) for ex in load_prepared(tmp_path / "x.pkl")["examples"]] == [3, 1, 0]
-    other = _reference_pickle(tmp_path / "other.pkl", [3, 2, 0], lambda e, p: base_ids[e, p], id_offset=5)
+    other = reference_pickle(tmp_path / "other.pkl", [3, 2, 0], lambda e, p: base_ids[e, p], id_offset=5)
     assert data_prep(["ref", str(i2i), str(other), "--out", str(tmp_path / "y.pkl")]) == 2
     one_error_line(capsys, "other.pkl", "record 0 has id 5")
 

@@ -10,10 +10,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from aligntds.cli.logit_analysis import main as logit_analysis
-from aligntds.cli.merge_logits import main as merge_logits
 from aligntds.scoring import Request, Scorer, answer_positions, plan_batches
 from aligntds.store import load_records
 from aligntds.tiny import save_pair_member, tiny_model
+from helpers import run_i2i_i2b
 from reference import assert_topk_matches, rank_bounds, reference_logprobs
 
 TOL = 1e-4
@@ -24,21 +24,10 @@ def oracle_prompt_ids(tok, text):
     return tok(text, add_special_tokens=not (tok.bos_token and text.startswith(tok.bos_token)))["input_ids"]
 
 
-def run_pair(tmp_path, pair, data_file, top_k=30, **extra):
-    out = tmp_path / "out"
-    common = ["--data_file", str(data_file), "--pair", "t", "--top_k", str(top_k)]
-    assert logit_analysis([*common, "--mode", "i2i", "--aligned_model", str(pair["aligned"]), "--logits_folder", str(out / "shards")]) == 0
-    assert merge_logits([str(out), "t", "i2i"]) == 0
-    args = [*common, "--mode", "i2b", "--base_model", str(pair["base"]), "--i2i_pkl_file", str(out / "t-i2i.pkl")]
-    assert logit_analysis([*args, "--enable_template", "--logits_folder", str(out / "shards")]) == 0
-    assert merge_logits([str(out), "t", "i2b"]) == 0
-    return load_records(out / "t-i2i.pkl"), load_records(out / "t-i2b.pkl")
-
-
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_batched_path_equals_reference_loop(arch, request, tmp_path, data_file):
     pair = request.getfixturevalue(f"pair_{arch}")
-    i2i, i2b = run_pair(tmp_path, pair, data_file)
+    i2i, i2b = run_i2i_i2b(tmp_path, pair, data_file)
     aligned = AutoModelForCausalLM.from_pretrained(pair["aligned"], dtype=torch.float32)
     base = AutoModelForCausalLM.from_pretrained(pair["base"], dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(pair["aligned"])

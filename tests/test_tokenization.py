@@ -15,7 +15,6 @@ The models are tiny and random: only the ids are under test, end to end through 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +26,13 @@ from mistral_common.protocol.instruct.validator import ValidationMode
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 from transformers import AutoTokenizer
 
-import mistral_common
 from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.cli.merge_logits import main as merge_logits
 from aligntds.prompts import ChatEncoder, adds_prefix_space, document_start
 from aligntds.store import load_records
 from aligntds.tiny import save_pair_member, tiny_model, train_tokenizer
-from conftest import CORPUS
+from helpers import CORPUS, LLAMA2_TEMPLATE, SP_FILES, mistral_data, sp_folder
 
-MISTRAL_DATA = Path(mistral_common.__file__).parent / "data"
-SP_FILES = {"v1": "tokenizer.model.v1", "v3": "mistral_instruct_tokenizer_240323.model.v3"}
 LLAMA2_SYSTEM = "You are a helpful, respectful and honest assistant. Always answer as helpfully as possible."
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -49,18 +45,6 @@ ANSWERS = [
 QUERIES = ["How do I get to Broadway?", "List two things.", "Say something in three scripts.", "Mind the spaces."]
 
 
-def sp_folder(root: Path, version: str, legacy: bool) -> Path:
-    """A Llama-style tokenizer folder made from a real SentencePiece model, as on the hub (tokenizer.model + config)."""
-    folder = root / f"{version}-legacy-{legacy}"
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(MISTRAL_DATA / SP_FILES[version], folder / "tokenizer.model")
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-        "add_bos_token": True, "add_eos_token": False, "legacy": legacy, "clean_up_tokenization_spaces": False,
-    }))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def sp_tokenizers(tmp_path_factory):
     root = tmp_path_factory.mktemp("sp")
@@ -69,7 +53,7 @@ def sp_tokenizers(tmp_path_factory):
 
 def mistral_oracle(version: str, system: str | None, query: str, answer: str) -> list[int]:
     """mistral-common's ids of one conversation ending in the assistant's answer (fine-tuning mode: answer + EOS)."""
-    mt = MistralTokenizer.from_file(str(MISTRAL_DATA / SP_FILES[version]), mode=ValidationMode.finetuning)
+    mt = MistralTokenizer.from_file(str(mistral_data() / SP_FILES[version]), mode=ValidationMode.finetuning)
     messages = ([SystemMessage(content=system)] if system else []) + [UserMessage(content=query), AssistantMessage(content=answer)]
     return mt.encode_chat_completion(ChatCompletionRequest(messages=messages)).tokens
 
@@ -194,6 +178,7 @@ def llama2_data(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_every_mode_scores_the_chat_format(tmp_path, sp_pair, llama2_data, sp_tokenizers):
     folder = sp_tokenizers[("v1", False)]
     tok = AutoTokenizer.from_pretrained(folder)
@@ -240,10 +225,7 @@ def test_output_ids_are_scored_as_they_are(tmp_path, sp_pair, llama2_data, capsy
     assert "example 1 (id=1): field 'output_ids' must be a list of token ids" in capsys.readouterr().err
 
 
-LLAMA2_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}{{ bos_token }}[INST] {{ m['content'] }} [/INST]"
-                   "{% else %} {{ m['content'] }} {{ eos_token }}{% endif %}{% endfor %}")
-
-
+@pytest.mark.slow
 def test_generated_answers_are_scored_as_generated(tmp_path, sp_pair, sp_tokenizers, capsys):
     """generate_outputs -> i2i -> data_prep with a SentencePiece chat model: the prompt is Meta's format, the scored
     ids are the generated ones, every answer token is the model's top-1, and no warning; the same answers scored

@@ -10,7 +10,6 @@ ends where that agrees with the answer text.
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
@@ -19,8 +18,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from aligntds.prompts import ChatEncoder
 from aligntds.tokentext import EMPTY, answer_spans, show_bytes, show_token, token_bytes, token_strings
-from conftest import MULTILINGUAL_ANSWERS, REPORT_EXAMPLES, chat_input
-from test_tokenization import sp_folder
+from helpers import MULTILINGUAL_ANSWERS, REPORT_EXAMPLES, chat_input, slow_answer_spans, slow_spans, sp_folder
 
 ANSWERS = [*MULTILINGUAL_ANSWERS, REPORT_EXAMPLES[3][1], "  two spaces, then\ttabs\n\n", ""]
 SHOWN_BYTE = re.compile(r"<0x([0-9A-F]{2})>")
@@ -46,25 +44,6 @@ def in_context(tok, prompt_ids, ids) -> str:
     """The answer decoded after its prompt, leading space and all."""
     kw = dict(skip_special_tokens=False, clean_up_tokenization_spaces=False)
     return tok.decode(list(prompt_ids) + list(ids), **kw)[len(tok.decode(list(prompt_ids), **kw)):]
-
-
-def slow_spans(decode_first, n: int, text: str) -> list[str]:
-    """The reference cut: token t's span ends where the decoding of the first t + 1 tokens (`decode_first(t + 1)`)
-    stops agreeing with `text`, never before the previous end; the last ends at the end of the text."""
-    ends = [0]
-    for t in range(n):
-        ends.append(max(ends[-1], len(os.path.commonprefix([decode_first(t + 1), text]))))
-    ends[-1] = len(text) if n else 0
-    return [text[a:b] for a, b in zip(ends, ends[1:])]
-
-
-def slow_answer_spans(tok, ids, prompt=None, prompt_ids=None, tokenization="chat") -> list[str]:
-    """`slow_spans` of an answer: after its prompt as `ChatEncoder.decode_answer` decodes it, or decoded alone."""
-    if prompt is None:
-        decode = lambda n: tok.decode(ids[:n], skip_special_tokens=False, clean_up_tokenization_spaces=False)  # noqa: E731
-    else:
-        decode = lambda n: ChatEncoder(tok, tokenization).decode_answer(prompt, prompt_ids, ids[:n])  # noqa: E731
-    return slow_spans(decode, len(ids), decode(len(ids)))
 
 
 def encoded(tok, answer: str, tokenization: str = "chat"):
