@@ -170,7 +170,9 @@ def largest_difference(ref_out, fast_out) -> float:
 def storage_line(reqs, stats, top_k: int, ref_out, ref_tokens: int) -> str:
     meta = {"model": "bench", "mode": "i2i", "top_k": top_k}
     records = [
-        make_record(i, i, "x" * (4 * len(r.prompt_ids)), "x" * (4 * len(r.response_ids)), r, s, 0, meta, "x" * (4 * len(r.response_ids)))
+        make_record("i2i", index=i, id=i, answer_text="x" * (4 * len(r.response_ids)), prompts=["x" * (4 * len(r.prompt_ids))],
+                    prompt_ids=[r.prompt_ids], response_ids=r.response_ids, stats=s, n_truncated=0, meta=meta,
+                    final_generated_text="x" * (4 * len(r.response_ids)))
         for i, (r, s) in enumerate(zip(reqs, stats))
     ]
     size = len(pickle.dumps(records, protocol=4))

@@ -117,7 +117,7 @@ def test_one_float32_output_layer_for_a_pair_on_one_model(data_file, pair_llama,
     scorer = PairScorer(aligned.model, base.model, top_k=5, batch_tokens=256, base_context=base.context)
     assert scorer.base.head is scorer.aligned.head and scorer.aligned.head.weight.dtype == torch.float32
     request = Request([1, 40, 41, 42], [43, 44, 45, 46, 47])
-    scorer.check_heads(PairRequest(request, request))
+    scorer.check_head(PairRequest(request, request))
     with base.context():  # the base side is the base model: equal to the model loaded by itself
         own = base.model(input_ids=torch.tensor([request.prompt_ids])).logits
     plain = AutoModelForCausalLM.from_pretrained(pair_llama["base"], dtype=torch.bfloat16)(input_ids=torch.tensor([request.prompt_ids])).logits

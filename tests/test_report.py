@@ -63,10 +63,11 @@ def _records(tmp_path, ranks, top1, token_rank):
         lp = np.log(np.tile([0.5, 0.3, 0.1], (t, 1))).astype(np.float32)
         stats = {"topk_ids": top, "topk_logprobs": lp, "token_logprob": lp[:, 0], "token_rank": np.array(tr, np.int32),
                  "entropy": np.ones(t, np.float32)}
-        a_recs.append(make_record(i, i, "p", "x", req, stats, 0, meta_a, "x"))
-        base = {**stats, "topk_ids": top[:, ::-1].copy(), "probe_rank": np.array(r, np.int32),
-                "probe_logprob": np.log(np.full(t, 0.25)).astype(np.float32)}
-        b_recs.append(make_record(i, i, "q", "x", req, base, 0, meta_b))
+        common = dict(index=i, id=i, answer_text="x", prompt_ids=[req.prompt_ids], response_ids=req.response_ids, n_truncated=0)
+        a_recs.append(make_record("i2i", **common, prompts=["p"], stats=stats, meta=meta_a, final_generated_text="x"))
+        base = {**stats, "topk_ids": top[:, ::-1].copy(), "aligned_rank": np.array(r, np.int32),
+                "aligned_logprob": np.log(np.full(t, 0.25)).astype(np.float32)}
+        b_recs.append(make_record("i2b", **common, prompts=["q"], stats=base, meta=meta_b))
     save_records(tmp_path / "a.pkl", a_recs)
     save_records(tmp_path / "b.pkl", b_recs)
     return tmp_path / "a.pkl", tmp_path / "b.pkl"

@@ -168,3 +168,23 @@ def load_template(path: str | Path) -> str:
 def fill_template(template: str | None, query: str) -> str:
     """Put `query` into `template` (literal replacement: braces elsewhere in the template are kept)."""
     return query if template is None else template.replace(QUERY_PLACEHOLDER, query)
+
+
+def data_slice(start: int, end: int | None, n: int) -> tuple[int, int]:
+    """[start, end) clamped to the data (`--start`, `--end`); `end` defaults to the data length."""
+    if start < 0:
+        raise UserError(f"--start must be >= 0, got {start}")
+    end = n if end is None else end
+    if end < start:
+        raise UserError(f"--end ({end}) is before --start ({start})")
+    return min(start, n), min(end, n)
+
+
+def base_template(enable_template: bool, template_file: str | None) -> str | None:
+    """The text the bare query is wrapped in for the base model (None: the query alone): the reference's template
+    (`--enable_template`) or a file's (`--base_template`), not both."""
+    if enable_template and template_file:
+        raise UserError("give --enable_template or --base_template, not both")
+    if template_file:
+        return load_template(template_file)
+    return REFERENCE_TEMPLATE if enable_template else None

@@ -66,6 +66,16 @@ def part(start: int, end: int, rank: Rank) -> tuple[int, int]:
     return start + rank.rank * n // rank.world, start + (rank.rank + 1) * n // rank.world
 
 
+def part_of(start: int, end: int, rank: Rank, what: str) -> tuple[int, int]:
+    """This process's `part` of [start, end) (all of it in a launch of one process), saying which in a launch of several;
+    `what` names the items ("examples", "instructions"). An empty part (more processes than items) is (b, b)."""
+    if rank.world == 1:
+        return start, end
+    a, b = part(start, end, rank)
+    log.info(f"{rank.world} processes share {what} [{start}:{end}]; this is rank {rank.rank}: [{a}:{b}]" + ("" if a < b else ", nothing to do"))
+    return a, b
+
+
 def device_for(rank: Rank, device: str | None, device_map: str | None) -> str:
     """The device of this process: `--device` when given; else `cuda:LOCAL_RANK` in a multi-process
     launch on CUDA, plain `cuda` in a single one, `cpu` without CUDA. With `--device_map` the model

@@ -33,18 +33,17 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from . import adapters, models
-from .analysis import data_slice
-from .data import data_fingerprint, read_json_items
-from .distributed import Rank, current_rank, device_for, part, select_device
+from .data import data_fingerprint, data_slice, read_json_items
+from .distributed import Rank, current_rank, device_for, part_of, select_device
 from .errors import UserError
 from .merge import check_tiling
+from .options import GenOptions
 from .prompts import ChatEncoder
 from .records import settings_difference
 from .store import atomic_write_bytes, ensure_writable_folder, find_parts, part_path
@@ -56,25 +55,6 @@ QUERY_FIELDS = ("pure_input", "instruction")
 PART_FORMAT = "aligntds generate_outputs part 1"
 # What the parts of one launch share: the model and decoding, the instructions (their count and content) and the run's range.
 PART_KEYS = ("generator", "max_new_tokens", "dtype", "n_data", "data", "start", "end")
-
-
-@dataclass
-class GenOptions:
-    """The flags of `src/generate_outputs.py` (see its --help)."""
-
-    data_file: str
-    output_file: str
-    pair: str = "demo"
-    model: str | None = None
-    max_new_tokens: int = 256
-    batch_size: int = 16
-    start: int = 0
-    end: int | None = None
-    dtype: str = "auto"
-    device: str | None = None
-    trust_remote_code: bool = False
-    merge: bool = False
-    overwrite: bool = False
 
 
 def load_instructions(path: str | Path) -> list[dict]:
@@ -227,9 +207,7 @@ def run(opts: GenOptions, rank: Rank | None = None) -> Path | None:
     dtype = models.resolve_dtype(opts.dtype, device)
     out, settings = Path(opts.output_file), None
     if rank.world > 1:
-        a, b = part(start, end, rank)
-        log.info(f"{rank.world} processes share instructions [{start}:{end}]; this is rank {rank.rank}: [{a}:{b}]"
-                 + ("" if a < b else ", nothing to do"))
+        a, b = part_of(start, end, rank, "instructions")
         if a >= b:
             return None
         settings = {"generator": model_name, "max_new_tokens": opts.max_new_tokens, "dtype": models.dtype_name(dtype),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+
+log = logging.getLogger("aligntds")
 
 # Where the demo pair is built (gitignored); `--pair demo` points at it.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -192,6 +195,57 @@ def vocab_difference(tok_a, tok_b, limit: int = 3) -> str:
         return ""
     shown = ", ".join(f"id {i}: {ia.get(i)!r} vs {ib.get(i)!r}" for i in diffs[:limit])
     return f"{len(diffs)} ids differ (sizes {len(va)} and {len(vb)}; {shown})"
+
+
+def pad_id(tokenizer) -> int:
+    """The id that pads a batch: the tokenizer's pad token, else its EOS, else 0."""
+    return next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+
+
+def shared_ids(tok_a, tok_b, aligned_name: str, base_name: str) -> int:
+    """How many leading ids mean the same text in the aligned and the base tokenizer (both loaded): all of them when
+    the vocabularies are equal, else `shared_vocab`'s S; a `UserError` when they differ below S."""
+    if vocab_fingerprint(tok_a) == vocab_fingerprint(tok_b):
+        return token_ids(tok_a)[-1] + 1
+    shared = shared_vocab(tok_a, tok_b)
+    if shared is None:
+        raise UserError(f"the tokenizers of {aligned_name} and {base_name} differ ({vocab_difference(tok_a, tok_b)}): "
+                        "token ids would not mean the same text")
+    return shared
+
+
+def shared_with_recorded(tok, model_name: str, aligned_meta: dict, i2i_file, trust_remote_code: bool = False) -> int:
+    """i2b: how many leading ids mean the same text in the base tokenizer `tok` and the aligned one that made the i2i
+    records (their `meta`, read from `i2i_file`).
+
+    Equal fingerprints: all of them. Otherwise the aligned tokenizer named in the records is loaded again (it must
+    still have the recorded fingerprint) and the two are compared id by id: one may be the other plus appended tokens
+    (`shared_vocab`). Anything else is a `UserError`.
+    """
+    vocab = vocab_fingerprint(tok)
+    if aligned_meta.get("vocab") == vocab:
+        return token_ids(tok)[-1] + 1
+
+    def refusal(why: str = "") -> UserError:
+        return UserError(
+            f"the base tokenizer of {model_name} (vocabulary {len(tok)}, fingerprint {vocab}) differs from the aligned "
+            f"tokenizer of {aligned_meta.get('model')} recorded in {i2i_file} (vocabulary "
+            f"{aligned_meta.get('vocab_size')}, fingerprint {aligned_meta.get('vocab')}): token ids would not mean the same text{why}"
+        )
+
+    try:
+        tok_a = load_tokenizer(aligned_meta.get("model"), trust_remote_code)
+    except UserError as e:
+        raise refusal(f" (and the aligned tokenizer, needed to see whether one vocabulary extends the other, did not load: {e})") from None
+    if vocab_fingerprint(tok_a) != aligned_meta.get("vocab"):
+        raise refusal(f" (and the tokenizer at {aligned_meta.get('model')} is no longer the one recorded, so whether one vocabulary "
+                      "extends the other cannot be checked)")
+    shared = shared_vocab(tok_a, tok)
+    if shared is None:
+        raise refusal()
+    log.info(f"the aligned vocabulary ({len(tok_a)} tokens) and the base one ({len(tok)}) share ids 0..{shared - 1}: "
+             "positions with a token only one side has are marked aligned_only")
+    return shared
 
 
 def context_length(model) -> int | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 from typing import Callable, ContextManager, Sequence
 
 import numpy as np
@@ -29,45 +28,21 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .scoring import STAT_DTYPES, BatchedScorer, Request, Scorer, empty_stats, log_softmax_stats, to_host
+from .requests import PairRequest, Request  # noqa: F401  (Request: PairRequest's sides, imported from here too)
+from .schema import BASE_PREFIX, DIVERGENCES, SIDE_STATS, array_dtypes
+from .scoring import RANKED_STATS, STAT_DTYPES, BatchedScorer, Scorer, empty_stats, log_softmax_stats, to_host
 
 # Log-probs below this (zero probability in float32) are floored, so that a token one model rules out
 # entirely (log-prob -inf) adds a large finite term to a divergence instead of inf or nan.
 LOGPROB_FLOOR = -1e4
 LOG2 = math.log(2)
 
-DIVERGENCES = ("kl_aligned_base", "kl_base_aligned", "js", "tv")
-SIDE_KEYS = ("topk_ids", "topk_logprobs", "token_logprob", "token_rank", "entropy")
 PAIR_CASTS = {
-    **{k: STAT_DTYPES[k] for k in SIDE_KEYS},
-    **{f"base_{k}": STAT_DTYPES[k] for k in SIDE_KEYS},
-    "aligned_rank": np.int32,
-    "aligned_logprob": np.float32,
-    **{k: np.float32 for k in DIVERGENCES},
-    "finite": np.bool_,
-    "base_finite": np.bool_,
+    **STAT_DTYPES,
+    **array_dtypes(BASE_PREFIX + k for k in SIDE_STATS),
+    **array_dtypes(DIVERGENCES),
+    "base_finite": "bool",
 }
-
-
-@dataclass
-class PairRequest:
-    """One example for both models: the same answer ids after two different prompts."""
-
-    aligned: Request
-    base: Request
-
-    def __post_init__(self):
-        if list(self.aligned.response_ids) != list(self.base.response_ids):
-            raise ValueError("both sides of a pair must score the same answer ids")
-
-    @property
-    def response_ids(self):
-        return self.aligned.response_ids
-
-    @property
-    def length(self) -> int:
-        """Tokens the pair costs in a padded batch of either model (the longer of its two sequences)."""
-        return max(self.aligned.length, self.base.length)
 
 
 def divergences(lp_p: torch.Tensor, lp_q: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -123,19 +98,17 @@ def pair_stats(
     """
     shared = min(logits_p.shape[1], logits_q.shape[1]) if shared is None else shared
     out = log_softmax_stats(logits_p, targets, top_k, keep_logprobs=True)
-    base = log_softmax_stats(logits_q, targets, top_k, probes=out["topk_ids"][:, 0], keep_logprobs=True)
-    out["aligned_rank"], out["aligned_logprob"] = base.pop("probe_rank"), base.pop("probe_logprob")
-    out.update({f"base_{k}": v for k, v in base.items()})
+    base = log_softmax_stats(logits_q, targets, top_k, aligned_top1=out["topk_ids"][:, 0], keep_logprobs=True)
+    out.update({k: base.pop(k) for k in RANKED_STATS})
+    out.update({BASE_PREFIX + k: v for k, v in base.items()})
     out.update(divergences(shared_logprobs(logits_p, shared), shared_logprobs(logits_q, shared)))
     return out
 
 
 def empty_pair_stats(top_k: int) -> dict[str, np.ndarray]:
     """The statistics of an empty answer (T = 0)."""
-    side = empty_stats(top_k, with_probes=True)
-    out = {k: side[k] for k in SIDE_KEYS}
-    out.update({f"base_{k}": side[k] for k in SIDE_KEYS})
-    out["aligned_rank"], out["aligned_logprob"] = side["probe_rank"], side["probe_logprob"]
+    side = empty_stats(top_k, ranked=True)
+    out = {**side, **{BASE_PREFIX + k: side[k] for k in SIDE_STATS}}
     out.update({k: np.zeros(0, dtype=np.float32) for k in DIVERGENCES})
     return out
 
@@ -189,7 +162,7 @@ class PairScorer(BatchedScorer):
                 parts.setdefault(k, []).append(v)
         return to_host(parts, [len(r.response_ids) for r in requests], PAIR_CASTS)
 
-    def check_heads(self, request: PairRequest, name: str | None = None) -> None:
+    def check_head(self, request: PairRequest, name: str | None = None) -> None:
         """`Scorer.check_head` for both sides, on one example (`name` names it in errors)."""
         self.aligned.check_head(request.aligned, name=name)
         with self.base_context():

@@ -1,68 +1,31 @@
-"""The record: what `logit_analysis` stores for one example, and how a result was made (`meta`).
+"""Records: building one from a scored example, checking a file of them, and how a result was made (`meta`).
 
-One dict per example (T answer positions, k = top_k); the README documents every key:
+The keys, dtypes, shapes and modes are declared once, in `aligntds.schema` (the README's tables repeat them, checked by
+a test). One builder serves every mode (`make_record`: a pair record's base side is the same keys with a `base_`
+prefix), and one check serves every reader (`check_records`: the merge, i2b reading its i2i file, data_prep).
 
-    index            int        position of the example in the data file
-    id, prompt, probe_text      the example's id, the text fed to the model, the answer text
-    prompt_ids       int32 [P]  prompt token ids (special tokens included)
-    response_ids     int32 [T]  answer token ids (i2b: copied from the i2i record)
-    topk_ids         int32 [T, k], topk_logprobs float32 [T, k]: top-k of the full-vocabulary log-softmax
-    token_logprob    float32 [T], token_rank int32 [T]: the answer token's log-prob and exact 0-based rank
-    entropy          float32 [T]  in nats
-    n_truncated      int        answer tokens dropped to fit the model's context (0 almost always)
-    final_generated_text        i2i only: the answer ids decoded
-    aligned_rank     int32 [T], aligned_logprob float32 [T]: i2b and pair: exact rank / log-prob, in the
-                     whole base distribution, of the aligned model's top-1 token at that position
-                     (-1 and -inf where the base model does not have that token)
-    aligned_only     bool [T]   i2b and pair (absent in older files: all False): the answer token or the aligned
-                     top-1 exists only in the aligned vocabulary (appended tokens), or an earlier answer token
-                     does; such positions are never classed
-    meta             dict       model, revision, adapter, mode, dtype, top_k, template, data, versions, shared_vocab, ...
-
-Values are finite, except log-probs (`*logprob*` keys), which are -inf for a token with probability 0
-(ruled out by its model, or one the model does not have; its rank is then -1). `check_records` refuses
-a file holding NaN or +inf anywhere, or -inf in any other key.
-
-Mode `pair` (both models in one process) holds the i2i keys for the aligned side, and besides:
-
-    base_prompt, base_prompt_ids     the base model's prompt (the bare query, templated as in i2b) and its ids
-    base_topk_ids ... base_entropy   the base side's statistics, named as the aligned side's with `base_`
-    kl_aligned_base, kl_base_aligned, js, tv   float32 [T]: exact full-vocabulary KL(P_aligned||P_base),
-                     KL(P_base||P_aligned), Jensen-Shannon (nats) and total variation at each position
+    rec = make_record("i2i", index=0, id="a", answer_text="Hi.", prompts=["<s>[INST] Hi [/INST]"],
+                      prompt_ids=[[1, 733, 16289]], response_ids=[15043, 29889], stats=stats, n_truncated=0, meta=meta,
+                      final_generated_text="Hi.")
+    check_records(load_records(path), path, "i2i")
 """
 
 from __future__ import annotations
 
 import platform
 import subprocess
+import logging
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, store
+from .data import answer_of
 from .errors import UserError
+from .schema import KEYS, RUN_KEYS, keys_of
 
-ARRAY_KEYS = ("topk_ids", "topk_logprobs", "token_logprob", "token_rank", "entropy")
-COMMON_KEYS = ("index", "id", "prompt", "probe_text", "prompt_ids", "response_ids", *ARRAY_KEYS, "n_truncated", "meta")
-DIVERGENCE_KEYS = ("kl_aligned_base", "kl_base_aligned", "js", "tv")
-MODE_ARRAYS = {
-    "i2i": (),
-    "i2b": ("aligned_rank", "aligned_logprob"),
-    "pair": (*(f"base_{k}" for k in ARRAY_KEYS), "aligned_rank", "aligned_logprob", *DIVERGENCE_KEYS),
-}
-MODE_KEYS = {
-    "i2i": ("final_generated_text",),
-    "i2b": MODE_ARRAYS["i2b"],
-    "pair": ("base_prompt", "base_prompt_ids", "final_generated_text", *MODE_ARRAYS["pair"]),
-}
-# Optional arrays: [T] when present (older files lack them).
-OPTIONAL_ARRAYS = {"i2i": (), "i2b": ("aligned_only",), "pair": ("aligned_only",)}
-# Arrays that may hold -inf (the log-prob of a token with probability 0); no array may hold NaN or +inf.
-LOGPROB_KEYS = ("topk_logprobs", "token_logprob", "aligned_logprob", "base_topk_logprobs", "base_token_logprob")
-# Meta keys that must agree between shards of one run (and between a shard and a re-run's settings).
-RUN_KEYS = ("model", "base_model", "adapter", "base_adapter", "mode", "dtype", "top_k", "template", "tokenization", "n_data", "data",
-            "aligned", "vocab")
+log = logging.getLogger("aligntds")
 
 
 @lru_cache(maxsize=1)
@@ -95,80 +58,39 @@ def versions() -> dict[str, str]:
     }
 
 
-def make_record(
-    index: int,
-    id,
-    prompt: str,
-    probe_text: str,
-    request,
-    stats: dict[str, np.ndarray],
-    n_truncated: int,
-    meta: dict,
-    final_generated_text: str | None = None,
-    aligned_only=None,
-) -> dict:
-    """One record from a scored `Request` and its statistics (`Scorer.score`); i2b when they hold probe ranks
-    (then `aligned_only`, bool [T], is given too).
+def make_record(mode: str, *, index: int, id, answer_text: str, prompts: list[str], prompt_ids: list, response_ids,
+                stats: dict[str, np.ndarray], n_truncated: int, meta: dict, final_generated_text: str | None = None,
+                aligned_only=None) -> dict:
+    """One record of `mode` (the keys `schema.keys_of(mode)`, in schema order).
 
-    `meta` is shared by all records of a run: pickle stores one copy per file.
+    prompts, prompt_ids: one per side, the aligned side first (i2b: the base model's only); the second side's keys
+    get the `base_` prefix. stats: the scorer's arrays for this example, named as on disk (`Scorer.score`,
+    `PairScorer.score`). aligned_only: bool [T], or None to leave the optional key out. `meta` is shared by all
+    records of a run: pickle stores one copy per file. Raises ValueError when a key the mode needs is not given.
     """
-    rec = {
-        "index": index,
-        "id": id,
-        "prompt": prompt,
-        "probe_text": probe_text,
-        "prompt_ids": np.asarray(request.prompt_ids, dtype=np.int32),
-        "response_ids": np.asarray(request.response_ids, dtype=np.int32),
-        **{k: stats[k] for k in ARRAY_KEYS},
-        "n_truncated": n_truncated,
-    }
-    if "probe_rank" in stats:
-        rec["aligned_rank"], rec["aligned_logprob"] = stats["probe_rank"], stats["probe_logprob"]
-    if aligned_only is not None:
-        rec["aligned_only"] = np.asarray(aligned_only, dtype=bool)
-    if final_generated_text is not None:
-        rec["final_generated_text"] = final_generated_text
-    rec["meta"] = meta
-    return rec
-
-
-def make_pair_record(
-    index: int,
-    id,
-    prompt: str,
-    base_prompt: str,
-    probe_text: str,
-    request,
-    stats: dict[str, np.ndarray],
-    n_truncated: int,
-    meta: dict,
-    final_generated_text: str,
-    aligned_only=None,
-) -> dict:
-    """One `--mode pair` record from a scored `PairRequest` and its statistics (`PairScorer.score`);
-    aligned_only: bool [T] (default: all False)."""
-    rec = {
-        "index": index,
-        "id": id,
-        "prompt": prompt,
-        "base_prompt": base_prompt,
-        "probe_text": probe_text,
-        "prompt_ids": np.asarray(request.aligned.prompt_ids, dtype=np.int32),
-        "base_prompt_ids": np.asarray(request.base.prompt_ids, dtype=np.int32),
-        "response_ids": np.asarray(request.response_ids, dtype=np.int32),
-        **{k: stats[k] for k in ARRAY_KEYS + MODE_ARRAYS["pair"]},
-        "aligned_only": np.zeros(len(request.response_ids), bool) if aligned_only is None else np.asarray(aligned_only, dtype=bool),
-        "n_truncated": n_truncated,
-        "final_generated_text": final_generated_text,
-        "meta": meta,
-    }
+    values = {"index": index, "id": id, "probe_text": answer_text, "response_ids": response_ids, "n_truncated": n_truncated,
+              "final_generated_text": final_generated_text, "aligned_only": aligned_only, "meta": meta, **stats}
+    for side, (text, ids) in enumerate(zip(prompts, prompt_ids)):
+        prefix = "base_" if side else ""
+        values[f"{prefix}prompt"], values[f"{prefix}prompt_ids"] = text, ids
+    rec = {}
+    for key in keys_of(mode):
+        value = values.get(key.name)
+        if value is None:
+            if key.optional:
+                continue
+            if key.dtype != "any":
+                raise ValueError(f"a {mode} record needs {key.name}")
+        rec[key.name] = np.asarray(value, dtype=key.dtype) if key.is_array else value
     return rec
 
 
 def check_records(records: list[dict], path: str | Path, mode: str) -> None:
-    """Refuse, naming the file and the example, a record list this project did not write for `mode`, or one
-    holding non-finite values (NaN or +inf anywhere, -inf outside the log-probs: see the module docstring)."""
-    need = COMMON_KEYS + MODE_KEYS.get(mode, ())
+    """Refuse, naming the file and the example, a record list this project did not write for `mode`: a record of another
+    mode, a key of the schema missing, an array of positions whose length is not the answer's, or non-finite values
+    (NaN or +inf anywhere, -inf outside the keys `schema.Key.neg_inf` allows)."""
+    keys = keys_of(mode)
+    need = [k.name for k in keys if not k.optional]
     for n, rec in enumerate(records):
         meta = rec.get("meta")
         if isinstance(meta, dict) and meta.get("mode") not in (None, mode):
@@ -178,22 +100,49 @@ def check_records(records: list[dict], path: str | Path, mode: str) -> None:
             hint = " (a file of the reference implementation? data_prep reads those)" if "results" in rec else ""
             raise UserError(f"{path}: record {n} has no {', '.join(missing)}: not {mode} records of this tool{hint}")
         t = len(rec["response_ids"])
-        for k in ARRAY_KEYS + MODE_ARRAYS.get(mode, ()) + tuple(k for k in OPTIONAL_ARRAYS.get(mode, ()) if k in rec):
-            if not isinstance(rec[k], np.ndarray) or rec[k].shape[:1] != (t,):
-                raise UserError(f"{path}: record {n} (id={rec['id']}): {k} is not an array of {t} positions (the answer's length)")
-            _check_finite(rec[k], k, f"{path}: record {n} (id={rec['id']})")
+        for key in keys:
+            if not key.positions or key.name not in rec or key.name == "response_ids":
+                continue
+            if not isinstance(rec[key.name], np.ndarray) or rec[key.name].shape[:1] != (t,):
+                raise UserError(f"{path}: record {n} (id={rec['id']}): {key.name} is not an array of {t} positions (the answer's length)")
+            _check_finite(rec[key.name], key.name, f"{path}: record {n} (id={rec['id']})")
 
 
 def _check_finite(values: np.ndarray, key: str, where: str) -> None:
     if values.dtype.kind != "f":
         return
     bad = np.isnan(values) | (values == np.inf)
-    if key not in LOGPROB_KEYS:
+    if not KEYS[key].neg_inf:
         bad |= values == -np.inf
     if bad.any():
         first = tuple(np.argwhere(bad)[0])
         raise UserError(f"{where}: {key} holds {values[first]} at answer position {first[0]}: made from logits that were not "
                         "finite (float16 overflow?); recompute it with --dtype bfloat16 or float32")
+
+
+def i2i_records_for(path: str | None, items: list[dict], start: int, end: int) -> list[dict]:
+    """i2b: the i2i record of each example in [start, end) (of the data `items`), checked against the data file."""
+    if not path:
+        raise UserError("--mode i2b needs --i2i_pkl_file: the i2i records of the same data (merged, or a shard covering the slice)")
+    records = store.load_records(path)
+    check_records(records, path, "i2i")
+    by_index: dict[int, dict] = {}
+    for rec in records:
+        if rec["index"] in by_index:
+            raise UserError(f"{path}: example {rec['index']} appears twice")
+        by_index[rec["index"]] = rec
+    held = f"it holds examples {min(by_index)}..{max(by_index)}" if by_index else "it is empty"
+    out = []
+    for i in range(start, end):
+        rec = by_index.get(i)
+        if rec is None:
+            raise UserError(f"{path}: no record for example {i} (id={items[i]['id']}); {held}")
+        if rec["id"] != items[i]["id"]:
+            raise UserError(f"{path}: example {i} has id {rec['id']!r} but the data file says {items[i]['id']!r}: made from another data file?")
+        if rec["probe_text"] != answer_of(items[i]):
+            raise UserError(f"{path}: the answer of example {i} (id={rec['id']}) differs from output[0] in the data file")
+        out.append(rec)
+    return out
 
 
 def run_settings(meta: dict) -> dict:
@@ -208,3 +157,32 @@ def settings_difference(a: dict, b: dict, keys=RUN_KEYS) -> str:
             va, vb = (repr(x) if not isinstance(x, str) or len(x) < 60 else repr(x[:57] + "...") for x in (a.get(k), b.get(k)))
             diffs.append(f"{k}: {va} != {vb}")
     return "; ".join(diffs)
+
+
+def keep_shard(shard: Path, planned: dict, overwrite: bool) -> bool:
+    """True when `shard` exists (complete: writes are atomic), made with the `planned` run settings, and is not to be
+    overwritten; a `UserError` when it was made with other settings. Otherwise checks, before any scoring, that its
+    folder can be written."""
+    if shard.exists() and not overwrite:
+        records = store.load_records(shard)
+        diff = settings_difference(records[0]["meta"], planned, keys=planned) if records else ""
+        if diff:
+            raise UserError(f"{shard} exists with other settings ({diff}); pass --overwrite to recompute it")
+        log.info(f"{shard} exists: skipping (pass --overwrite to recompute)")
+        return True
+    store.ensure_writable_folder(shard.parent)
+    return False
+
+
+def save_shard(shard: Path, records: list[dict], models: str) -> None:
+    """Write a run's records, saying how many positions are aligned_only and how many answers were cut to the context
+    of `models` (as named in the messages)."""
+    marked = sum(int(r["aligned_only"].sum()) for r in records if "aligned_only" in r)
+    if marked:
+        log.info(f"{marked} answer positions hold a token only the aligned vocabulary has (or follow one): "
+                 "marked aligned_only, never classed")
+    store.save_records(shard, records)
+    cut = [r["n_truncated"] for r in records if r["n_truncated"]]
+    if cut:
+        log.warning(f"{len(cut)} answers were cut to fit the context of {models} ({sum(cut)} tokens dropped; see n_truncated)")
+    log.info(f"wrote {shard}: {len(records)} examples, {sum(len(r['response_ids']) for r in records)} answer positions")

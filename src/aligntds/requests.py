@@ -1,8 +1,12 @@
 """What each model scores for each example: prompt ids and answer ids, built from the data without a model.
 
-One code path serves the three modes: a run has one `Side` per model (i2i: the aligned model on the
-chat prompt `input`; i2b: the base model on the bare query `pure_input`, templated; pair: both), and
-every example gets, per side, its prompt text and ids, plus the one answer all sides score:
+The contracts (lm-evaluation-harness's request dataclasses): a `Request` is one example for one model, a
+`PairRequest` the same answer ids after two prompts (`--mode pair`); the scorers (`aligntds.scoring`,
+`aligntds.pair`) take lists of them.
+
+One code path serves the three modes: a run has one `Side` per model (`sides_for`: i2i, the aligned model on the
+chat prompt `input`; i2b, the base model on the bare query `pure_input`, templated; pair, both), and every example
+gets, per side, its prompt text and ids, plus the one answer all sides score (`plan_examples`):
 
 - the answer's ids are the example's `output_ids` when it has them (the ids `generate_outputs.py`
   generated, checked against the vocabulary), else `output[0]` encoded after the aligned prompt
@@ -13,8 +17,9 @@ every example gets, per side, its prompt text and ids, plus the one answer all s
   to fit every side (`n_truncated` counts the dropped tokens); a prompt that alone fills the context,
   or an empty prompt, is a one-line error naming the example.
 
-    sides = [Side(ChatEncoder(tok), "input", context=4096)]
-    planned = plan(items, range(0, 10), sides, answers=[answer_ids(items[i], sides[0], where(i)) for i in range(10)])
+    sides = sides_for("i2i", [ChatEncoder(tok)], contexts=[4096])
+    examples = plan_examples(items, range(0, 10), sides, [answer_ids(items[i], sides[0], where(i)) for i in range(10)], where)
+    requests = to_requests(examples)           # [Request(prompt_ids, response_ids), ...]
 """
 
 from __future__ import annotations
@@ -27,6 +32,49 @@ import numpy as np
 from .data import answer_of, fill_template
 from .errors import UserError
 from .prompts import ChatEncoder
+
+# The prompt fields each mode reads from the data: the aligned model's chat prompt, the base model's bare query.
+PROMPT_FIELDS = {"i2i": ("input",), "i2b": ("pure_input",), "pair": ("input", "pure_input")}
+
+
+@dataclass
+class Request:
+    """One example to score with one model.
+
+    prompt_ids: [P] ids of the prompt (P >= 1), special tokens included.
+    response_ids: [T] ids of the answer; position t's distribution is scored against response_ids[t].
+    aligned_top1: [T] or None: the aligned model's top-1 id at each position, when this model (the base model, i2b)
+        ranks it: its exact rank and log-prob are the record's `aligned_rank` and `aligned_logprob`.
+    """
+
+    prompt_ids: Sequence[int]
+    response_ids: Sequence[int]
+    aligned_top1: Sequence[int] | None = None
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.response_ids)
+
+
+@dataclass
+class PairRequest:
+    """One example for both models: the same answer ids after two different prompts."""
+
+    aligned: Request
+    base: Request
+
+    def __post_init__(self):
+        if list(self.aligned.response_ids) != list(self.base.response_ids):
+            raise ValueError("both sides of a pair must score the same answer ids")
+
+    @property
+    def response_ids(self):
+        return self.aligned.response_ids
+
+    @property
+    def length(self) -> int:
+        """Tokens the pair costs in a padded batch of either model (the longer of its two sequences)."""
+        return max(self.aligned.length, self.base.length)
 
 
 @dataclass(frozen=True)
@@ -49,8 +97,18 @@ class Side:
         return fill_template(self.template, item[self.field])
 
 
+def sides_for(mode: str, encoders: Sequence[ChatEncoder], contexts: Sequence[int | None], template: str | None = None) -> list[Side]:
+    """One `Side` per model of a run of `mode`, in the order of `PROMPT_FIELDS[mode]` (pair: aligned, then base):
+    the aligned model on `input`, the base model on `pure_input` in `template`. encoders, contexts: one per side."""
+    return [
+        Side(enc, field, template if field == "pure_input" else None, context,
+             "prompt" if field == "input" or mode == "i2b" else "base prompt")
+        for enc, context, field in zip(encoders, contexts, PROMPT_FIELDS[mode])
+    ]
+
+
 @dataclass
-class Planned:
+class PlannedExample:
     """One example as every side scores it (S sides, T answer tokens after the cut).
 
     prompts: [S] prompt texts; prompt_ids: [S] lists of ids; response_ids: [T] the answer ids;
@@ -83,6 +141,16 @@ def answer_ids(item: dict, side: Side, where: str) -> list[int]:
     return [int(i) for i in ids]
 
 
+def answer_source(items: Sequence[dict], indices: Sequence[int], tokenization: str) -> str:
+    """Where the answer ids of `items[indices]` come from, for `meta`'s `answer_ids`: the data's `output_ids`, or the
+    answer text encoded (always, with the reference's tokenization)."""
+    if tokenization == "reference":
+        return "text"
+    n = len(indices)
+    have = sum(1 for i in indices if items[i].get("output_ids") is not None)
+    return "output_ids" if have == n else "text" if have == 0 else f"output_ids ({have} of {n} examples), else text"
+
+
 def room(where: str, prompt_ids: Sequence[int], context: int | None, what: str = "prompt") -> int | None:
     """Answer tokens that fit after the prompt in the context (None: no limit).
 
@@ -104,15 +172,15 @@ def cut(response: Sequence[int], *rooms: int | None) -> int:
     return max(0, len(response) - min(limits)) if limits else 0
 
 
-def plan(
+def plan_examples(
     items: Sequence[dict],
     indices: Sequence[int],
     sides: Sequence[Side],
     answers: Sequence[Sequence[int]],
     where: Callable[[int], str],
     aligned_top1: Sequence[Sequence[int]] | None = None,
-) -> list[Planned]:
-    """Every example of `indices` as each side scores it: one `Planned` per example, in order.
+) -> list[PlannedExample]:
+    """Every example of `indices` as each side scores it: one `PlannedExample` per example, in order.
 
     answers: [N] answer ids (see `answer_ids`, or the i2i records' `response_ids`); aligned_top1: [N]
     lists of the aligned model's top-1 ids, cut with the answer. where(i) names example i in errors.
@@ -126,8 +194,28 @@ def plan(
         dropped = cut(response, *(room(where(i), ids, s.context, s.what) for s, ids in zip(sides, prompt_ids)))
         response = response[: len(response) - dropped]
         top1 = None if aligned_top1 is None else [int(x) for x in aligned_top1[n]][: len(response)]
-        out.append(Planned(i, prompts, prompt_ids, response, top1, dropped))
+        out.append(PlannedExample(i, prompts, prompt_ids, response, top1, dropped))
     return out
+
+
+def to_requests(examples: Sequence[PlannedExample]) -> list[Request | PairRequest]:
+    """What the scorer takes: a `Request` per example of a one-model run (with its aligned_top1), a `PairRequest` per
+    example of a two-model run (aligned prompt first)."""
+    out: list[Request | PairRequest] = []
+    for p in examples:
+        sides = [Request(ids, p.response_ids, p.aligned_top1) for ids in p.prompt_ids]
+        out.append(sides[0] if len(sides) == 1 else PairRequest(*sides))
+    return out
+
+
+def check_ids(requests: Sequence[Request | PairRequest], vocab_size: int, start: int, model_name: str) -> None:
+    """Refuse answer ids that the model (its `vocab_size` outputs) has no output for; request n is example start + n."""
+    for n, r in enumerate(requests):
+        if max(r.response_ids, default=-1) >= vocab_size:
+            raise UserError(
+                f"example {start + n}: answer token ids exceed the {vocab_size} outputs of {model_name}: "
+                "its tokenizer has tokens its model has no output for"
+            )
 
 
 def aligned_only(response_ids: Sequence[int], aligned_top1: Sequence[int], n_base: int) -> np.ndarray:

