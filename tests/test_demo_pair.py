@@ -4,7 +4,7 @@ The pair is built once per machine by `scripts/build_demo_pair.py` (about a minu
 `models/demo` (or `$ALIGNTDS_DEMO_DIR`) and reused while its stamp matches. The module fixture answers every
 other demo instruction (100) with the aligned model through `generate_outputs`, scores the answers with
 `logit_analysis` i2i then i2b (`--enable_template`), each in two shards merged by `merge_logits`, and
-summarizes the merged i2b records with `aligntds.findings`: classes by `aligned_rank` (0 unshifted, 1-2
+summarizes the merged i2b records with `aligntds.findings.figures`: classes by `aligned_rank` (0 unshifted, 1-2
 marginal, >= 3 shifted), positions as style (the token overlaps a planted phrase of `style.json`) or
 content (any other token with a letter or digit).
 """
@@ -26,7 +26,7 @@ from aligntds.cli.generate_outputs import main as generate
 from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.cli.merge_logits import main as merge_logits
 from aligntds.demo_pair import STAMP, BuildConfig, is_current
-from aligntds.findings import format_summary, summarize
+from aligntds.findings import figures, format_figures
 from aligntds.prompts import ChatEncoder
 from aligntds.store import load_records
 
@@ -72,7 +72,7 @@ def demo_run(tmp_path_factory, demo_pair) -> dict:
         "i2i": load_records(tmp / "demo" / "demo-i2i.pkl"),
         "i2b": i2b,
         "tok": tok,
-        "summary": summarize(i2b, tok, style["phrases"]),
+        "summary": figures(i2b, tok, style["phrases"]),
     }
 
 
@@ -108,15 +108,15 @@ def test_aligned_answers_carry_the_planted_style(demo_run):
 def test_most_positions_are_unshifted(demo_run):
     s = demo_run["summary"]
     assert s["answers"] == len(demo_run["rows"]) and s["positions"] > 50 * s["answers"]
-    assert s["unshifted"] > 0.5 and s["shifted"] < 1 / 6, format_summary(s)
+    assert s["unshifted"] > 0.5 and s["shifted"] < 1 / 6, format_figures(s)
 
 
 def test_shifted_positions_are_planted_style(demo_run):
     s = demo_run["summary"]
-    assert s["style_share_of_shifted"] >= 0.7, format_summary(s)
-    assert s["content_unshifted"] >= 0.8, format_summary(s)
+    assert s["style_share_of_shifted"] >= 0.7, format_figures(s)
+    assert s["content_unshifted"] >= 0.8, format_figures(s)
 
 
 def test_shift_is_concentrated_early(demo_run):
     s = demo_run["summary"]
-    assert s["early_shifted"] > s["late_shifted"], format_summary(s)
+    assert s["early_shifted"] > s["late_shifted"], format_figures(s)

@@ -8,7 +8,7 @@ import numpy as np
 
 from aligntds.cli.findings import main as findings
 from aligntds.cli.logit_analysis import main as logit_analysis
-from aligntds.findings import phrase_spans, position_kinds, shift_class, summarize
+from aligntds.findings import figures, phrase_spans, position_kinds, shift_class
 from aligntds.models import load_tokenizer
 from aligntds.prompts import ChatEncoder
 from aligntds.store import load_records
@@ -31,7 +31,7 @@ def test_summary_counts(tok_bos):
     T = len(ids)
     rank = np.zeros(T, np.int32)
     rank[0], rank[1], rank[T - 1] = 7, 1, 5  # "Su" shifted, "re" marginal (both style), the final "." shifted (other)
-    s = summarize([{"response_ids": np.array(ids), "aligned_rank": rank}], tok_bos, ["Sure! Here is"])
+    s = figures([{"response_ids": np.array(ids), "aligned_rank": rank}], tok_bos, ["Sure! Here is"])
     n_early = int(np.ceil(0.2 * T))
     assert s["positions"] == T and s["shifted"] == 2 / T and s["marginal"] == 1 / T
     assert s["style_share_of_shifted"] == 0.5 and s["content_unshifted"] == 1.0
@@ -50,7 +50,7 @@ def test_findings_command(tmp_path, data_file, pair_llama, capsys):
     capsys.readouterr()
     assert findings([str(i2b), "--style", str(style), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
-    want = summarize(load_records(i2b), load_tokenizer(str(pair_llama["base"])), ["Sure!", "I hope this helps!"])
+    want = figures(load_records(i2b), load_tokenizer(str(pair_llama["base"])), ["Sure!", "I hope this helps!"])
     assert got == json.loads(json.dumps(want)) and got["answers"] == 6 and got["style_positions"] > 0
     assert findings([str(i2b), "--style", ""]) == 0
     assert "6 answers" in capsys.readouterr().out

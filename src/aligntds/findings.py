@@ -15,8 +15,10 @@ are the spans of exactly the tokens that were scored.
 
     python scripts/demo_findings.py saved_logits/just_eval/demo_tp/demo-i2b.pkl --style models/demo/style.json
 
-    from aligntds.findings import summarize
-    summary = summarize(load_records(path), tokenizer, phrases)
+    from aligntds.findings import figures, format_figures
+    print(format_figures(figures(load_records(path), tokenizer, phrases)))
+
+The class counts are the corpus summary's (`aligntds.summary.class_counts`); these figures add the position kinds.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 
 from .metrics import CLASS_NAMES as CLASSES
 from .metrics import shift_class
+from .summary import class_counts
 from .tokentext import answer_spans, token_strings
 
 KINDS = ("style", "content", "other")
@@ -78,7 +81,7 @@ def _rate(num: int, den: int) -> float:
     return num / den if den else float("nan")
 
 
-def summarize(i2b_records: Sequence[dict], tokenizer, phrases: Sequence[str] = (), early: float = 0.2, top: int = 10) -> dict:
+def figures(i2b_records: Sequence[dict], tokenizer, phrases: Sequence[str] = (), early: float = 0.2, top: int = 10) -> dict:
     """Figures of one i2b run (see the module docstring for the classes and kinds).
 
     `early`: the first ceil(early * T) positions of each answer are "early"; the shifted rate there is
@@ -100,8 +103,9 @@ def summarize(i2b_records: Sequence[dict], tokenizer, phrases: Sequence[str] = (
     e = np.concatenate(is_early) if is_early else np.zeros(0, bool)
     n, shifted = len(c), c == 2
     out = {"answers": len(cls), "positions": n, "early": early}
-    out.update({name: _rate(int((c == i).sum()), n) for i, name in enumerate(CLASSES)})
-    out.update({f"{name}_count": int((c == i).sum()) for i, name in enumerate(CLASSES)})
+    counts = class_counts(c)
+    out.update({name: _rate(counts[name], n) for name in CLASSES})
+    out.update({f"{name}_count": counts[name] for name in CLASSES})
     out.update({f"{name}_positions": int((k == i).sum()) for i, name in enumerate(KINDS)})
     out["style_share_of_shifted"] = _rate(int((shifted & (k == 0)).sum()), int(shifted.sum()))
     out["content_unshifted"] = _rate(int(((c == 0) & (k == 1)).sum()), int((k == 1).sum()))
@@ -113,7 +117,7 @@ def summarize(i2b_records: Sequence[dict], tokenizer, phrases: Sequence[str] = (
     return out
 
 
-def format_summary(s: dict) -> str:
+def format_figures(s: dict) -> str:
     """A few lines for a terminal."""
     pct = lambda x: "n/a" if x != x else f"{100 * x:.1f}%"  # noqa: E731  (x != x: NaN)
     lines = [

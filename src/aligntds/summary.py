@@ -130,6 +130,18 @@ def _bin_edges(k: int, bins: int) -> list[float]:
     return [round(k / bins, 4), round((k + 1) / bins, 4)]
 
 
+def class_counts(cls: np.ndarray) -> dict[str, int]:
+    """{"unshifted": n, "marginal": n, "shifted": n}: the positions of each class in `cls` (int8 [N], metrics' classes;
+    ALIGNED_ONLY positions count in none)."""
+    return {name: int((cls == c).sum()) for c, name in zip((UNSHIFTED, MARGINAL, SHIFTED), CLASS_NAMES)}
+
+
+def ratios(counts: dict[str, int]) -> dict[str, float]:
+    """Each class's share of the classed positions (0.0 each when there are none)."""
+    n = sum(counts.values())
+    return {k: v / n if n else 0.0 for k, v in counts.items()}
+
+
 def block(P: Positions, examples: int, tokens: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS,
           absolute: bool = True) -> dict:
     """The class numbers of a set of positions (the corpus, or one slice label's answers): `examples` (given:
@@ -139,7 +151,7 @@ def block(P: Positions, examples: int, tokens: dict, top_n: int = TOP_TOKENS, bi
     n = len(P.cls)
     P = P.where(P.cls != ALIGNED_ONLY)  # never classed: counted apart, left out of everything below
     n_classed = len(P.cls)
-    counts = {name: int((P.cls == c).sum()) for c, name in zip((UNSHIFTED, MARGINAL, SHIFTED), CLASS_NAMES)}
+    counts = class_counts(P.cls)
     by_position = {}
     if absolute:
         max_pos = int(P.pos.max()) + 1 if n_classed else 0
@@ -153,7 +165,7 @@ def block(P: Positions, examples: int, tokens: dict, top_n: int = TOP_TOKENS, bi
         "examples": examples,
         "positions": n,
         **counts,
-        "ratios": {k: round(v / n_classed, 6) if n_classed else 0.0 for k, v in counts.items()},
+        "ratios": {k: round(v, 6) for k, v in ratios(counts).items()},
         "aligned_only": n - n_classed,
         "top_shifted_tokens": _token_table(P.top1, P.cls, SHIFTED, tokens, top_n),
         "top_unshifted_tokens": _token_table(P.top1, P.cls, UNSHIFTED, tokens, top_n),

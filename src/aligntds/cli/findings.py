@@ -7,23 +7,17 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import UserError, run_cli, setup_logging
-from ..models import DEMO_DIR
+from ..errors import UserError
+from ..flags import make_parser as flag_parser
+from ..options import FindingsOptions
+from . import run_script
+
+DESCRIPTION = ("Summarize a merged i2b file: unshifted/marginal/shifted ratios, the share of shifted positions on planted "
+               "style phrases, content positions left unshifted, and how much earlier in the answers the shifts are.")
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="scripts/demo_findings.py",
-        description="Summarize a merged i2b file: unshifted/marginal/shifted ratios, the share of shifted positions on "
-        "planted style phrases, content positions left unshifted, and how much earlier in the answers the shifts are.",
-    )
-    p.add_argument("i2b_file", metavar="I2B_PKL", help="merged i2b records, e.g. saved_logits/just_eval/demo_tp/demo-i2b.pkl")
-    p.add_argument("--style", default=str(DEMO_DIR / "style.json"),
-                   help=f"JSON with a 'phrases' list: the planted style (default: {DEMO_DIR / 'style.json'}); '' for none")
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder or hub id (default: the model recorded in the records)")
-    p.add_argument("--early", type=float, default=0.2, help="fraction of each answer's first positions counted as early (default 0.2)")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON instead of text")
-    return p
+def make_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    return flag_parser(FindingsOptions, parser, prog="scripts/demo_findings.py", description=DESCRIPTION)
 
 
 def _phrases(name: str) -> list[str]:
@@ -41,23 +35,21 @@ def _phrases(name: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    setup_logging()
+    return run_script(make_parser(), FindingsOptions, argv, work)
 
-    def work():
-        from ..findings import format_summary, summarize
-        from ..models import load_tokenizer
-        from ..records import check_records
-        from ..store import load_records
 
-        if not 0 < args.early < 1:
-            raise UserError(f"--early must be between 0 and 1, got {args.early}")
-        records = load_records(args.i2b_file)
-        check_records(records, args.i2b_file, "i2b")
-        if not records:
-            raise UserError(f"{args.i2b_file}: holds no records")
-        tok = load_tokenizer(args.tokenizer or records[0]["meta"]["model"])
-        summary = summarize(records, tok, _phrases(args.style), early=args.early)
-        print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+def work(o: FindingsOptions) -> None:
+    from ..findings import figures, format_figures
+    from ..models import load_tokenizer
+    from ..records import check_records
+    from ..store import load_records
 
-    return run_cli(work)
+    if not 0 < o.early < 1:
+        raise UserError(f"--early must be between 0 and 1, got {o.early}")
+    records = load_records(o.i2b_file)
+    check_records(records, o.i2b_file, "i2b")
+    if not records:
+        raise UserError(f"{o.i2b_file}: holds no records")
+    tok = load_tokenizer(o.tokenizer or records[0]["meta"]["model"])
+    result = figures(records, tok, _phrases(o.style), early=o.early)
+    print(json.dumps(result, indent=1) if o.json else format_figures(result))
