@@ -85,14 +85,14 @@ def test_clicking_a_shifted_token_shows_both_distributions(page, report):
         shown = page.inner_text(f"#content td.{side}-entropy").split()
         assert shown[0] == "entropy" and shown[2] == "nats" and float(shown[1]) == pytest.approx(ex[f"{side}_entropy"][t], abs=1.1e-3)
     first = rows.nth(1)
-    assert first.locator("td.base-token").inner_text() == visible(tokens[int(ex["base_top_ids"][t, 0])])
-    assert first.locator("td.aligned-token").inner_text() == visible(tokens[int(ex["aligned_top_ids"][t, 0])])
+    assert first.locator("td.base-token").inner_text() == visible(tokens[int(ex["base_topk_ids"][t, 0])])
+    assert first.locator("td.aligned-token").inner_text() == visible(tokens[int(ex["aligned_topk_ids"][t, 0])])
     assert "shifted" in page.inner_text("#content .position")
     base_prefix = page.inner_text("#content .prefix.base .text")
     assert base_prefix.strip() == (ex["base_prompt"] + "".join(ex["spans"][:t])).strip()
     # The aligned top-1 is marked in the base column wherever it appears there.
     marked = page.locator("#content td.base-token .mark")
-    in_base = int(ex["aligned_top_ids"][t, 0]) in ex["base_top_ids"][t].tolist()
+    in_base = int(ex["aligned_topk_ids"][t, 0]) in ex["base_topk_ids"][t].tolist()
     assert marked.count() == (1 if in_base else 0)
     assert page.locator(f'#answer .tok.sel[data-t="{t}"]').count() == 1
     assert page.problems == []

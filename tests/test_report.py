@@ -284,3 +284,17 @@ def test_different_top_k_for_i2i_and_i2b(tmp_path, report, pair_llama, capsys):
     page = (tmp_path / "h" / "1.html").read_text()
     island = json.loads(page.split('id="tds-data">')[1].split("</script>")[0])
     assert island["k"] == 5 and all(v is not None for v in island["kl"])
+
+
+def test_prepared_data_of_an_older_data_prep_is_refused(tmp_path, report, capsys):
+    """The prepared data's keys were renamed (aligned_top_ids -> aligned_topk_ids, probe_text -> answer_text, ...): a file
+    of the data_prep before is one line, run data_prep again."""
+    old = load_prepared(report["prepared"])
+    del old["format"]
+    for ex in old["examples"]:
+        for new, before in (("aligned_topk_ids", "aligned_top_ids"), ("base_topk_ids", "base_top_ids"), ("answer_text", "probe_text")):
+            ex[before] = ex.pop(new)
+    save_records(tmp_path / "old.pkl", [old])
+    assert generate_html(["r", "--data", str(tmp_path / "old.pkl"), "--out", str(tmp_path / "h")]) == 2
+    one_error_line(capsys, "old.pkl", "written by an older data_prep", "run data_prep again")
+    assert not (tmp_path / "h").exists()

@@ -46,20 +46,21 @@ def renormalize(topk_logprobs: np.ndarray) -> np.ndarray:
 
 
 def topk_metrics(
-    base_ids: np.ndarray, base_logprobs: np.ndarray, aligned_ids: np.ndarray, aligned_logprobs: np.ndarray, k: int,
-    chunk: int = 4096,
+    base_topk_ids: np.ndarray, base_topk_logprobs: np.ndarray, aligned_topk_ids: np.ndarray, aligned_topk_logprobs: np.ndarray,
+    k: int, chunk: int = 4096,
 ) -> dict[str, np.ndarray]:
     """The reference's top-k metrics at every position: {name: float64 [N]} for TOPK_METRICS.
 
-    base_ids, aligned_ids: int [N, K] (descending by probability); *_logprobs: float [N, K].
+    base_topk_ids, aligned_topk_ids: int [N, K] (descending by probability); *_topk_logprobs: float [N, K].
     """
-    n, big_k = base_ids.shape
+    n, big_k = base_topk_ids.shape
     if not 1 <= k <= big_k:
         raise ValueError(f"k={k} must be between 1 and the stored top-k {big_k}")
     out = {m: np.empty(n, dtype=np.float64) for m in TOPK_METRICS}
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
-        part = _topk_chunk(base_ids[s:e], renormalize(base_logprobs[s:e]), aligned_ids[s:e], renormalize(aligned_logprobs[s:e]), k)
+        part = _topk_chunk(base_topk_ids[s:e], renormalize(base_topk_logprobs[s:e]), aligned_topk_ids[s:e],
+                           renormalize(aligned_topk_logprobs[s:e]), k)
         for m in TOPK_METRICS:
             out[m][s:e] = part[m]
     return out

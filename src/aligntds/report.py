@@ -92,23 +92,23 @@ def page_data(ex: dict, tokens: dict[int, str], k: int = 10) -> dict:
     token, often far smaller, with four significant digits. KL, Jaccard and WS are at k (10, or the
     stored top-k when fewer were stored). `spans` are the answer text per token (the prefixes are the prompts
     followed by them), `marks` and `empty` what the tables show for whitespace and for an empty token."""
-    ids = set(ex["response_ids"].tolist()) | set(ex["aligned_top_ids"].ravel().tolist()) | set(ex["base_top_ids"].ravel().tolist())
+    ids = set(ex["response_ids"].tolist()) | set(ex["aligned_topk_ids"].ravel().tolist()) | set(ex["base_topk_ids"].ravel().tolist())
     m = ex["metrics"]
     t = len(ex["response_ids"])
     return {
         "tokens": {str(i): tokens.get(i, f"<{i}>") for i in sorted(ids)},
-        "answer": ex["response_ids"].tolist(),
+        "response_ids": ex["response_ids"].tolist(),
         "spans": list(ex["spans"]),
         "marks": WHITESPACE,
         "empty": EMPTY,
         "cls": ex["cls"].tolist(),
-        "rank": ex["aligned_rank"].tolist(),
+        "aligned_rank": ex["aligned_rank"].tolist(),
         "base_prob": [float(f"{v:.4g}") if math.isfinite(v) else None for v in ex["base_prob"].tolist()],
-        "mismatch": ex["greedy_mismatch"].tolist(),
-        "aligned_ids": ex["aligned_top_ids"].tolist(),
-        "aligned_ppm": _ppm(ex["aligned_top_logprobs"]),
-        "base_ids": ex["base_top_ids"].tolist(),
-        "base_ppm": _ppm(ex["base_top_logprobs"]),
+        "greedy_mismatch": ex["greedy_mismatch"].tolist(),
+        "aligned_topk_ids": ex["aligned_topk_ids"].tolist(),
+        "aligned_topk_ppm": _ppm(ex["aligned_topk_logprobs"]),
+        "base_topk_ids": ex["base_topk_ids"].tolist(),
+        "base_topk_ppm": _ppm(ex["base_topk_logprobs"]),
         "k": k,
         "kl": _rounded(m.get(f"kl@{k}", np.full(t, np.nan))),
         "jaccard": _rounded(m.get(f"jaccard@{k}", np.full(t, np.nan))),

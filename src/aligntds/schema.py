@@ -174,6 +174,16 @@ def side_of(mode: str) -> str:
     return "aligned" if mode in ALIGNED_RUNS else "base"
 
 
+def disk_key(mode: str, side: str, key: str) -> str:
+    """The on-disk key of one side's `key` (a statistic of `SIDE_STATS`, `prompt` or `prompt_ids`) in a record of `mode`:
+    the key itself for the side the record scored (`side_of`), with `base_` for a pair record's base side."""
+    if side == side_of(mode):
+        return key
+    if mode == "pair" and side == "base":
+        return BASE_PREFIX + key
+    raise KeyError(f"a {mode} record holds no {side} side")
+
+
 def array_dtypes(names) -> dict[str, str]:
     """{key: numpy dtype name} of the given array keys."""
     return {name: KEYS[name].dtype for name in names}

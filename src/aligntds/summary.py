@@ -50,13 +50,13 @@ class Positions:
 
     example: np.ndarray  # int64 [N]: the position's example (its index in prepared["examples"])
     cls: np.ndarray  # int8 [N]
-    rank: np.ndarray  # int64 [N] 0-based base rank of the aligned top-1, -1 unknown
-    prob: np.ndarray  # float64 [N] base probability of the aligned top-1, NaN unknown
+    aligned_rank: np.ndarray  # int64 [N] 0-based base rank of the aligned top-1, -1 unknown
+    base_prob: np.ndarray  # float64 [N] base probability of the aligned top-1, NaN unknown
     kl: np.ndarray  # float64 [N] the KL that prepared["kl"] names
-    top1: np.ndarray  # int64 [N] aligned top-1 id
+    aligned_top1: np.ndarray  # int64 [N] the aligned model's top-1 id
     pos: np.ndarray  # int64 [N] position in the answer
     rel: np.ndarray  # float64 [N] position / answer length
-    mismatch: np.ndarray  # bool [N]
+    greedy_mismatch: np.ndarray  # bool [N] the answer token is not the aligned top-1
     tie: np.ndarray  # bool [N] the aligned top-1 ties another token in the base distribution
     aligned_entropy: np.ndarray  # float64 [N] nats, NaN unknown
     base_entropy: np.ndarray  # float64 [N]
@@ -71,13 +71,13 @@ class Positions:
         return cls(
             example=np.repeat(np.arange(len(examples)), lengths).astype(np.int64),
             cls=cat(lambda e: e["cls"], np.int8),
-            rank=cat(lambda e: e["aligned_rank"], np.int64),
-            prob=cat(lambda e: e["base_prob"], np.float64),
+            aligned_rank=cat(lambda e: e["aligned_rank"], np.int64),
+            base_prob=cat(lambda e: e["base_prob"], np.float64),
             kl=cat(lambda e: e["kl"], np.float64),
-            top1=cat(lambda e: e["aligned_top_ids"][:, 0], np.int64),
+            aligned_top1=cat(lambda e: e["aligned_topk_ids"][:, 0], np.int64),
             pos=cat(lambda e: np.arange(len(e["response_ids"])), np.int64),
             rel=cat(lambda e: np.arange(len(e["response_ids"])) / max(len(e["response_ids"]), 1), np.float64),
-            mismatch=cat(lambda e: e["greedy_mismatch"], bool),
+            greedy_mismatch=cat(lambda e: e["greedy_mismatch"], bool),
             tie=cat(lambda e: e["tie"], bool),
             aligned_entropy=cat(lambda e: e["aligned_entropy"], np.float64),
             base_entropy=cat(lambda e: e["base_entropy"], np.float64),
@@ -108,13 +108,13 @@ def _curve(groups, P: Positions):
             rows.append({"count": 0, "shifted_rate": None, "mean_kl": None, "mean_base_prob": None,
                          "mean_base_rank": None, "median_base_rank": None})
             continue
-        r = P.rank[idx]
+        r = P.aligned_rank[idx]
         known = r[r >= 0] + 1
         rows.append({
             "count": int(len(idx)),
             "shifted_rate": round(float((P.cls[idx] == SHIFTED).mean()), 6),
             "mean_kl": _mean(P.kl[idx]),
-            "mean_base_prob": _mean(P.prob[idx]),
+            "mean_base_prob": _mean(P.base_prob[idx]),
             "mean_base_rank": round(float(known.mean()), 4) if len(known) else None,
             "median_base_rank": float(np.median(known)) if len(known) else None,
         })
@@ -167,8 +167,8 @@ def block(P: Positions, examples: int, tokens: dict, top_n: int = TOP_TOKENS, bi
         **counts,
         "ratios": {k: round(v, 6) for k, v in ratios(counts).items()},
         "aligned_only": n - n_classed,
-        "top_shifted_tokens": _token_table(P.top1, P.cls, SHIFTED, tokens, top_n),
-        "top_unshifted_tokens": _token_table(P.top1, P.cls, UNSHIFTED, tokens, top_n),
+        "top_shifted_tokens": _token_table(P.aligned_top1, P.cls, SHIFTED, tokens, top_n),
+        "top_unshifted_tokens": _token_table(P.aligned_top1, P.cls, UNSHIFTED, tokens, top_n),
         "by_position": by_position,
     }
 
@@ -192,7 +192,7 @@ def entropy_section(P: Positions, tokens: dict, top_n: int = TOP_TOKENS, bins: i
     for k, idx in enumerate(_relative_bins(P, bins)):
         rows.append({"bin": _bin_edges(k, bins), "count": len(idx),
                      "mean_aligned_entropy": _mean(P.aligned_entropy[idx]), "mean_base_entropy": _mean(P.base_entropy[idx])})
-    top1, shifted = P.top1[high], P.cls[high] == SHIFTED
+    top1, shifted = P.aligned_top1[high], P.cls[high] == SHIFTED
     counts = Counter(top1.tolist())
     shifted_counts = Counter(top1[shifted].tolist())
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top_n]
@@ -250,9 +250,9 @@ def summarize(prepared: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS
         "source": prepared["source"],
         "kl": prepared["kl"],
         **block(P, len(exs), prepared["tokens"], top_n, bins),
-        "rank_unknown": int(((P.rank < 0) & (P.cls != ALIGNED_ONLY)).sum()),
+        "rank_unknown": int(((P.aligned_rank < 0) & (P.cls != ALIGNED_ONLY)).sum()),
         "ties": int(P.tie.sum()),
-        "greedy_mismatch": None if prepared["source"] == "reference" else _mismatch(exs, P.mismatch, P.pos),
+        "greedy_mismatch": None if prepared["source"] == "reference" else _mismatch(exs, P.greedy_mismatch, P.pos),
         "entropy": entropy_section(P.where(P.cls != ALIGNED_ONLY), prepared["tokens"], top_n, bins),
         "spikes": {
             "threshold": threshold,

@@ -40,15 +40,15 @@
 
   function show(t) {
     var content = document.getElementById("content");
-    var alignedTop = data.aligned_ids[t][0];
-    var rank = data.rank[t];
+    var alignedTop = data.aligned_topk_ids[t][0];
+    var rank = data.aligned_rank[t];
     var head = el("p", "position");
     head.appendChild(el("b", null, "Position " + t + ": "));
-    head.appendChild(el("span", "c" + data.cls[t], visible(tokenText(data.answer[t]))));
+    head.appendChild(el("span", "c" + data.cls[t], visible(tokenText(data.response_ids[t]))));
     head.appendChild(document.createTextNode(
       " \u2014 " + (CLASSES[data.cls[t]] || "not classed (a token only the aligned vocabulary has)") + "; the aligned top-1 token has base rank " +
-      (rank < 0 ? "> " + data.base_ids[t].length : String(rank + 1)) + " (1 = top) and base probability " + pct(data.base_prob[t]) +
-      (data.mismatch[t] ? "; the answer token here is not the aligned model's top-1" : "") +
+      (rank < 0 ? "> " + data.base_topk_ids[t].length : String(rank + 1)) + " (1 = top) and base probability " + pct(data.base_prob[t]) +
+      (data.greedy_mismatch[t] ? "; the answer token here is not the aligned model's top-1" : "") +
       (data.spike[t] ? "; a KL spike" : "")));
 
     var table = el("table", "dist");
@@ -59,19 +59,19 @@
     hr.appendChild(el("th", null, "Aligned@" + t));
     hr.appendChild(el("th", "num", "p"));
     table.appendChild(hr);
-    for (var i = 0; i < data.aligned_ids[t].length; i++) {
+    for (var i = 0; i < data.aligned_topk_ids[t].length; i++) {
       var tr = document.createElement("tr");
       tr.appendChild(el("td", "num", String(i + 1)));
       var b = el("td", "base-token");
-      var bid = data.base_ids[t][i];
+      var bid = data.base_topk_ids[t][i];
       var bspan = el("span", bid === alignedTop ? "mark" : null, visible(tokenText(bid)));
       b.appendChild(bspan);
       tr.appendChild(b);
-      tr.appendChild(el("td", "num", pct(ppm(data.base_ppm[t][i]))));
+      tr.appendChild(el("td", "num", pct(ppm(data.base_topk_ppm[t][i]))));
       var a = el("td", "aligned-token");
-      a.appendChild(el(i === 0 ? "b" : "span", null, visible(tokenText(data.aligned_ids[t][i]))));
+      a.appendChild(el(i === 0 ? "b" : "span", null, visible(tokenText(data.aligned_topk_ids[t][i]))));
       tr.appendChild(a);
-      tr.appendChild(el("td", "num", pct(ppm(data.aligned_ppm[t][i]))));
+      tr.appendChild(el("td", "num", pct(ppm(data.aligned_topk_ppm[t][i]))));
       table.appendChild(tr);
     }
     var er = el("tr", "entropy");

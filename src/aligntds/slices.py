@@ -1,0 +1,109 @@
+"""Slices: a label per example for every slice field, so that every number of the summary can be given per prompt
+category or source (`data_prep --slice_by FIELD`, `--slices FILE`).
+
+A label is the field's string; a number or boolean as JSON writes it (3, 2.5, true); an example without the field (or
+with null) goes under "null"; a list or object is refused. `--slice_by` reads the data file the records were made
+from (named in their meta; `--data_file` for another copy), matching examples by index and checking their ids;
+`--slices` reads `{"id": "label"}` (one field, named after the file) or `{"id": {"field": "label", ...}}`.
+
+    fields = add_slices(examples, records_meta, slice_by=["category"])     # each example's ex["slices"] = {field: label}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .data import read_json_items
+from .errors import UserError
+
+
+def slice_label(value, where: str, field_name: str) -> str:
+    """The label of a field's value: a string as is; null or a missing field "null"; a number or a boolean as
+    JSON writes it (3, 2.5, true); a list or an object is refused (one-line UserError naming `where`)."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    raise UserError(f"{where}: field '{field_name}' is a {type(value).__name__}, not a label (a string, a number or null)")
+
+
+def _labels_from_data(examples: list[dict], fields: list[str], path: Path) -> dict[str, list[str]]:
+    """{field: label per example} read from the data file the records were made from, by `index`, checked by `id`."""
+    items = read_json_items(path)
+    if not isinstance(items, list):
+        raise UserError(f"{path}: expected a JSON list of examples (or JSONL), found {type(items).__name__}")
+    rows = []
+    for ex in examples:
+        i = ex["index"]
+        if not 0 <= i < len(items):
+            raise UserError(f"{path}: holds {len(items)} examples, the records hold example {i} (id={ex['id']}): "
+                            "not the data file the records were made from")
+        item = items[i]
+        if not isinstance(item, dict) or item.get("id") != ex["id"]:
+            found = item.get("id") if isinstance(item, dict) else type(item).__name__
+            raise UserError(f"{path}: example {i} is {found!r}, the records' example {i} has id {ex['id']!r}: "
+                            "not the data file the records were made from")
+        rows.append(item)
+    out = {}
+    for name in fields:
+        if rows and not any(name in item for item in rows):
+            raise UserError(f"{path}: no example has the field '{name}' (--slice_by {name})")
+        out[name] = [slice_label(item.get(name), f"{path}: example {ex['index']} (id={ex['id']})", name)
+                     for item, ex in zip(rows, examples)]
+    return out
+
+
+def _labels_from_file(examples: list[dict], path: Path) -> dict[str, list[str]]:
+    """{field: label per example} from `--slices FILE`: JSON {id: label} (one field, named after the file) or
+    {id: {field: label}}; ids are matched as strings, an example the file does not name gets "null"."""
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: slices file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a JSON slices file ({e})") from None
+    if not isinstance(table, dict):
+        raise UserError(f"{path}: expected a JSON object {{id: label}} or {{id: {{field: label}}}}, found {type(table).__name__}")
+    if not table:
+        raise UserError(f"{path}: holds no labels")
+    nested = {isinstance(v, dict) for v in table.values()}
+    if len(nested) > 1:
+        raise UserError(f"{path}: mixes {{id: label}} and {{id: {{field: label}}}} entries; use one form")
+    known = {str(ex["id"]) for ex in examples}
+    unknown = [k for k in table if k not in known]
+    if unknown:
+        raise UserError(f"{path}: id {unknown[0]!r} is not an example of the records ({len(unknown)} unknown ids)")
+    if nested != {True}:
+        table = {k: {path.stem: v} for k, v in table.items()}
+    fields = list(dict.fromkeys(f for entry in table.values() for f in entry))
+    return {name: [slice_label(table.get(str(ex["id"]), {}).get(name), f"{path}: id {ex['id']!r}", name) for ex in examples]
+            for name in fields}
+
+
+def add_slices(examples: list[dict], a_meta: dict, slice_by=(), data_file=None, slices_file=None) -> list[str]:
+    """Set each example's `slices` {field: label} (in place); returns the slice fields in order.
+
+    `slice_by` fields are read from `data_file`, else from the data file named in the records' meta
+    (`data_file`, as given to logit_analysis); `slices_file` is a JSON labels file (see `_labels_from_file`).
+    """
+    labels: dict[str, list[str]] = {}
+    if slice_by:
+        path = data_file or a_meta.get("data_file")
+        if path is None:
+            raise UserError("--slice_by: these records do not name their data file (reference pickles): pass --data_file")
+        path = Path(path)
+        if not path.exists():
+            how = "--data_file" if data_file else "the records' data file (meta data_file); pass --data_file"
+            raise UserError(f"{path}: data file not found ({how})")
+        labels.update(_labels_from_data(examples, list(dict.fromkeys(slice_by)), path))
+    if slices_file:
+        for name, values in _labels_from_file(examples, Path(slices_file)).items():
+            if name in labels:
+                raise UserError(f"{slices_file}: field '{name}' is also given by --slice_by")
+            labels[name] = values
+    for n, ex in enumerate(examples):
+        ex["slices"] = {name: values[n] for name, values in labels.items()}
+    return list(labels)
