@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from aligntds.cli.data_prep import main as data_prep
 from aligntds.cli.generate_html import main as generate_html
 from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.compare import token_overlap
+from aligntds.data import REFERENCE_TEMPLATE
 from aligntds.metrics import shift_class, topk_metrics
 from aligntds.prepare import load_prepared
 from aligntds.records import make_record
@@ -112,6 +114,7 @@ def test_reference_pickles_are_accepted(tmp_path, capsys):
     assert prep["examples"][0]["spans"] == ["w7"] * 3  # the reference's own token strings
     s = json.loads((tmp_path / "ref.summary.json").read_text())
     assert s["greedy_mismatch"] is None and s["shifted"] == 2 and s["rank_unknown"] == 1
+    assert s["provenance"] == {"aligned": "reference", "base": "reference"}
 
     short = reference_pickle(tmp_path / "short.pkl", [3, 1, 0], lambda e, p: base_ids[e, p])
     assert data_prep(["ref", str(i2i), str(short), "--out", str(tmp_path / "x.pkl")]) == 2
@@ -261,6 +264,9 @@ def test_pair_records_give_exact_divergences(tmp_path, report, pair_llama):
     s = json.loads((tmp_path / "p.summary.json").read_text())
     assert s["kl"] == "exact"
     assert s["models"] == {"i2i": str(pair_llama["aligned"]), "i2b": str(pair_llama["base"])}
+    aligned, base = s["provenance"]["aligned"], s["provenance"]["base"]  # the base side from the pair meta's base_ keys
+    assert (aligned["mode"], aligned["model"], aligned["template"]) == ("pair", str(pair_llama["aligned"]), None)
+    assert (base["mode"], base["model"], base["template"]) == ("pair", str(pair_llama["base"]), REFERENCE_TEMPLATE)
     first = [ex["exact"]["kl_base_aligned"][0] for ex in prep["examples"] if len(ex["cls"])]
     assert s["by_position"]["absolute"][0]["mean_kl"] == pytest.approx(float(np.mean(first)), rel=1e-5)
     assert generate_html(["r", "--data", str(tmp_path / "p.pkl"), "--out", str(tmp_path / "h")]) == 0
@@ -298,3 +304,34 @@ def test_prepared_data_of_an_older_data_prep_is_refused(tmp_path, report, capsys
     assert generate_html(["r", "--data", str(tmp_path / "old.pkl"), "--out", str(tmp_path / "h")]) == 2
     one_error_line(capsys, "old.pkl", "written by an older data_prep", "run data_prep again")
     assert not (tmp_path / "h").exists()
+
+
+def test_provenance_in_the_summary_and_on_the_pages(tmp_path, report, pair_llama):
+    """summary.json says how each side was made (from the records' meta); two runs that differ only in --base_template
+    (two templates whose first lines agree) are told apart there, on their summary pages and on the comparison page."""
+    s = json.loads((report["html"] / "summary.json").read_text())
+    meta_a, meta_b = report["i2i"][0]["meta"], report["i2b"][0]["meta"]
+    common = {"dtype": "float32", "top_k": 30, "tokenization": "chat", "adapter": None, "revision": None,
+              "version": meta_a["versions"]["aligntds"], "git": meta_a["versions"]["git"]}
+    assert s["provenance"] == {"aligned": {"mode": "i2i", "model": str(pair_llama["aligned"]), "template": None, **common},
+                               "base": {"mode": "i2b", "model": str(pair_llama["base"]), "template": meta_b["template"], **common}}
+    assert meta_b["template"] == REFERENCE_TEMPLATE
+    assert "the reference&#39;s (--enable_template)" in (report["html"] / "summary.html").read_text()
+
+    data, i2i = report["root"] / "data.json", report["root"] / "i2i/r-i2i.pkl"
+    summaries = []
+    for name, template in (("short", "Query: {query}\nAnswer:"), ("long", "Query: {query}\nAnswer, in full sentences:")):
+        (tmp_path / f"{name}.txt").write_text(template)
+        assert logit_analysis(["--data_file", str(data), "--logits_folder", str(tmp_path / name), "--pair", "r", "--mode", "i2b",
+                               "--base_model", str(pair_llama["base"]), "--base_template", str(tmp_path / f"{name}.txt"),
+                               "--i2i_pkl_file", str(i2i)]) == 0
+        assert data_prep(["r", str(i2i), str(tmp_path / name / "r-i2b.[0:4].pkl"), "--out", str(tmp_path / f"{name}.pkl")]) == 0
+        summaries.append(tmp_path / f"{name}.summary.json")
+        assert json.loads(summaries[-1].read_text())["provenance"]["base"]["template"] == template
+    assert compare_pairs([*map(str, summaries), "--labels", "short,long", "--out", str(tmp_path / "cmp")]) == 0
+    page = (tmp_path / "cmp" / "index.html").read_text()
+    rows = page.split('<table id="provenance"')[1].split("</table>")[0].split("<tr>")[2:]
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S) for row in rows]  # run, side, scored in, model, ..., template
+    assert [c[:3] for c in cells] == [["short", "aligned", "i2i"], ["short", "base", "i2b"], ["long", "aligned", "i2i"], ["long", "base", "i2b"]]
+    assert cells[1][6] != cells[3][6] and all(c[6].startswith("Query: {query} (") for c in (cells[1], cells[3]))
+    assert cells[0][6] == cells[2][6] == "the chat prompt (input)"

@@ -142,7 +142,7 @@ def compare_chain(paths: list[str | Path], out: str | Path | None = None, labels
         absolute_svg=Markup(absolute_curves(runs)),
     )
     stages = [{"label": label, "summary": str(path), "model": s.get("models", {}).get("i2i"), "positions": s["positions"],
-               "ratios": s["ratios"]} for (label, s), path in zip(runs, paths)]
+               "ratios": s["ratios"], "provenance": s.get("provenance")} for (label, s), path in zip(runs, paths)]
     chain = {"base": summaries[0].get("models", {}).get("i2b"), "stages": stages, "tokens": tokens}
     atomic_write_bytes(out / "chain.json", (json.dumps(chain, indent=1, ensure_ascii=False) + "\n").encode(), durable=False)
     atomic_write_bytes(out / "index.html", html.encode(), durable=False)

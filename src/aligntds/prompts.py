@@ -45,8 +45,8 @@ def _ids(tokenizer, text: str, special: bool) -> list[int]:
 
 def leading_specials(tokenizer) -> list[int]:
     """The ids the tokenizer puts in front of any text when asked for special tokens (e.g. [BOS])."""
-    probe = "a"
-    with_specials, plain = _ids(tokenizer, probe, True), _ids(tokenizer, probe, False)
+    text = "a"
+    with_specials, plain = _ids(tokenizer, text, True), _ids(tokenizer, text, False)
     for start in range(len(with_specials) - len(plain) + 1):
         if with_specials[start : start + len(plain)] == plain:
             return with_specials[:start]

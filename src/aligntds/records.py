@@ -145,6 +145,24 @@ def i2i_records_for(path: str | None, items: list[dict], start: int, end: int) -
     return out
 
 
+PROVENANCE = ("mode", "model", "revision", "dtype", "template", "top_k", "tokenization", "adapter", "version", "git")
+
+
+def provenance(meta: dict, side: str) -> dict | str:
+    """How one side ("aligned" or "base") of a run was made, from its records' `meta` (`PROVENANCE`: the mode of the
+    records it came from, model, revision, dtype, template (the base side's; None: the bare query, or the aligned side,
+    which is scored on the chat prompt), top_k, tokenization, adapter, the package version and git commit that scored
+    it); "reference" for the reference's pickles, which record none of it."""
+    if meta.get("source") == "reference":
+        return "reference"
+    prefix = "base_" if side == "base" and meta.get("mode") == "pair" else ""
+    versions = meta.get("versions") or {}
+    return {"mode": meta.get("mode"), "model": meta.get(f"{prefix}model"), "revision": meta.get(f"{prefix}revision"),
+            "dtype": meta.get("dtype"), "template": meta.get("template") if side == "base" else None, "top_k": meta.get("top_k"),
+            "tokenization": meta.get("tokenization"), "adapter": meta.get(f"{prefix}adapter"), "version": versions.get("aligntds"),
+            "git": versions.get("git")}
+
+
 def run_settings(meta: dict) -> dict:
     return {k: meta.get(k) for k in RUN_KEYS}
 

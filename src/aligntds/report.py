@@ -11,6 +11,7 @@ No CDN, no network: CSS, scripts and plots (matplotlib SVG) are inline.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
@@ -20,6 +21,7 @@ import numpy as np
 from markupsafe import Markup, escape
 
 from . import __version__
+from .data import REFERENCE_TEMPLATE
 from .errors import UserError
 from .metrics import MARGINAL, SHIFTED, UNSHIFTED
 from .prepare import default_output, load_prepared
@@ -42,8 +44,21 @@ def environment():
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    env.globals.update(version=__version__, show=show_token, marks=WHITESPACE)
+    env.globals.update(version=__version__, show=show_token, marks=WHITESPACE, template_label=template_label)
     return env
+
+
+def template_label(template: str | None, side: str) -> str:
+    """A prompt template, as the provenance tables show it: the reference's by name, another by its first line, its
+    length and a fingerprint (two templates that start alike still differ there); None: the chat prompt (the aligned
+    side) or the bare query (the base side)."""
+    if template is None:
+        return "the chat prompt (input)" if side == "aligned" else "none: the bare query"
+    if template == REFERENCE_TEMPLATE:
+        return "the reference's (--enable_template)"
+    first = template.strip().split("\n")[0]
+    short = first if len(first) <= 40 else first[:40] + "…"
+    return f"{short} ({len(template):,} characters, sha256 {hashlib.sha256(template.encode()).hexdigest()[:8]})"
 
 
 def is_our_page(path: Path) -> bool:

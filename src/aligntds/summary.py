@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import ALIGNED_ONLY, CLASS_NAMES, MARGINAL, SHIFTED, UNSHIFTED
+from .records import provenance
 from .store import atomic_write_bytes
 from .tokentext import show_token
 
@@ -263,6 +264,7 @@ def summarize(prepared: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS
         "top_examples": top_examples(exs),
         "slices": slices(prepared, P, top_n, bins),
         "models": {side: prepared["meta"][side].get("model") for side in ("i2i", "i2b")},
+        "provenance": {side: provenance(prepared["meta"][run], side) for side, run in (("aligned", "i2i"), ("base", "i2b"))},
         "top_k": prepared["top_k"],
     }
 
