@@ -145,7 +145,7 @@ def test_a_subcommand_reuses_a_script_parser_as_is():
 
     top = argparse.ArgumentParser(prog="aligntds")
     sub = top.add_subparsers(dest="command", required=True)
-    logit_analysis.make_parser(sub.add_parser("score", description=logit_analysis.DESCRIPTION))
+    logit_analysis.make_parser(sub.add_parser("score", description=ScoreOptions.__doc__))
     argv = ["--data_file", "d.json", "--logits_folder", "s", "--mode", "pair", "--enable_template"]
     assert from_args(ScoreOptions, top.parse_args(["score", *argv])) == from_args(ScoreOptions, logit_analysis.make_parser().parse_args(argv))
 

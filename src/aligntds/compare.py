@@ -17,6 +17,7 @@ from pathlib import Path
 
 from markupsafe import Markup
 
+from .data import read_json
 from .errors import UserError
 from .store import atomic_write_bytes
 
@@ -26,13 +27,7 @@ NEEDED = ("pair", "positions", "ratios", "top_shifted_tokens", "by_position")
 
 
 def load_summary(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not a summary.json ({e})") from None
+    summary = read_json(path, "summary.json")
     missing = [k for k in NEEDED if not isinstance(summary, dict) or k not in summary]
     if missing:
         raise UserError(f"{path}: not a summary.json of this tool (no {', '.join(missing)})")

@@ -107,6 +107,17 @@ def read_json_items(path: Path) -> list:
     return items
 
 
+def read_json(path: str | Path, what: str):
+    """The parsed content of a JSON file; a one-line `UserError` naming it when it is missing, unreadable or not JSON
+    (`what` says what it should be: "summary.json", "JSON slices file")."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a {what} ({e})") from None
+
+
 def answer_of(item: dict) -> str:
     """The answer to analyse: `output[0]` (the reference keeps outputs as a list), or `output` itself."""
     out = item["output"]

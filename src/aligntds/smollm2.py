@@ -30,7 +30,7 @@ import zipfile
 from pathlib import Path
 
 from .errors import UserError
-from .models import REPO_ROOT
+from .presets import REPO_ROOT
 
 log = logging.getLogger("aligntds")
 

@@ -1,32 +1,47 @@
-"""The scripts' command lines. Each module is a docstring, `DESCRIPTION`, `make_parser(parser=None)` (the flags of its
-dataclass in `aligntds.options`, added to a new parser or to a given one, e.g. a console command's subparser) and
-`main(argv)`, which `run_script` runs: parse, log, do the work, exit status 0 or 2 (a user's mistake, one line)."""
+"""The scripts' command lines. Each module is a line of docstring and `make_parser, main = script(Options, prog, work)`:
+the flags are the fields of `Options` (`aligntds.options`; its docstring is the description), `work(options)` does the
+job. A console command can add a script's flags to its own subparser (`make_parser(subparser)`) and parse them into
+the same dataclass (`aligntds.flags.from_args`).
+
+    from aligntds.cli.merge_logits import main
+    main(["saved_logits/just_eval/llama2/", "llama2", "i2i"])     # exit status: 0, or 2 for a user's mistake (one line)
+"""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 from typing import Callable, Sequence
 
 from ..errors import run_cli, setup_logging
-from ..flags import from_args
+from ..flags import from_args, make_parser as flag_parser
 
 
-def run_script(parser: argparse.ArgumentParser, options: type, argv: Sequence[str] | None, work: Callable,
-               ranked: bool = False) -> int:
-    """Parse `argv` into `options`, set up logging and run `work(opts)`; with `ranked`, `work(opts, rank)` as one process
-    of a launch (`accelerate launch`, `torchrun`): messages and progress bars on rank 0 only, warnings on every rank."""
-    opts = from_args(options, parser.parse_args(argv))
-    setup_logging()
+def script(options: type, prog: str, work: Callable, ranked: bool = False) -> tuple[Callable, Callable]:
+    """A script's `make_parser(parser=None)` and `main(argv=None)`.
 
-    def call():
-        if not ranked:
-            return work(opts)
-        from ..distributed import current_rank, quiet_libraries
+    make_parser: the flags of `options` on a new parser (`prog`, the dataclass's docstring as the description), or added
+    to `parser`. main: parse `argv`, set up logging and run `work(opts)`, returning the exit status (2 and one line for a
+    `UserError`). With `ranked`, `work(opts, rank)` runs as one process of a launch (`accelerate launch`, `torchrun`):
+    messages and progress bars on rank 0 only, warnings on every rank.
+    """
 
-        rank = current_rank()
-        setup_logging(quiet=not rank.is_main)
-        if not rank.is_main:
-            quiet_libraries()
-        return work(opts, rank)
+    def make_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+        return flag_parser(options, parser, prog=prog, description=inspect.cleandoc(options.__doc__ or ""))
 
-    return run_cli(call)
+    def main(argv: Sequence[str] | None = None) -> int:
+        opts = from_args(options, make_parser().parse_args(argv))
+        setup_logging()
+        return run_cli(lambda: _ranked(work, opts) if ranked else work(opts))
+
+    return make_parser, main
+
+
+def _ranked(work: Callable, opts):
+    from ..distributed import current_rank, quiet_libraries
+
+    rank = current_rank()
+    setup_logging(quiet=not rank.is_main)
+    if not rank.is_main:
+        quiet_libraries()
+    return work(opts, rank)

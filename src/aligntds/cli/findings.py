@@ -1,23 +1,11 @@
-"""Command line of `scripts/demo_findings.py` (the findings of a merged i2b file, in a few lines or as JSON)."""
+"""`scripts/demo_findings.py I2B_PKL`: the findings of a merged i2b file, in a few lines or as JSON (`options.FindingsOptions`)."""
 
-from __future__ import annotations
-
-import argparse
 import json
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import UserError
-from ..flags import make_parser as flag_parser
 from ..options import FindingsOptions
-from . import run_script
-
-DESCRIPTION = ("Summarize a merged i2b file: unshifted/marginal/shifted ratios, the share of shifted positions on planted "
-               "style phrases, content positions left unshifted, and how much earlier in the answers the shifts are.")
-
-
-def make_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    return flag_parser(FindingsOptions, parser, prog="scripts/demo_findings.py", description=DESCRIPTION)
+from . import script
 
 
 def _phrases(name: str) -> list[str]:
@@ -32,10 +20,6 @@ def _phrases(name: str) -> list[str]:
     if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
         raise UserError(f"{path}: 'phrases' must be a list of strings")
     return phrases
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_script(make_parser(), FindingsOptions, argv, work)
 
 
 def work(o: FindingsOptions) -> None:
@@ -53,3 +37,6 @@ def work(o: FindingsOptions) -> None:
     tok = load_tokenizer(o.tokenizer or records[0]["meta"]["model"])
     result = figures(records, tok, _phrases(o.style), early=o.early)
     print(json.dumps(result, indent=1) if o.json else format_figures(result))
+
+
+make_parser, main = script(FindingsOptions, "scripts/demo_findings.py", work)

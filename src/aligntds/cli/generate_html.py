@@ -1,28 +1,13 @@
-"""Command line of `src/demo/generate_html.py PAIR` (the reference's positional form):
-the fields of `aligntds.options.HtmlOptions`."""
-
-from __future__ import annotations
-
-import argparse
-from typing import Sequence
+"""`src/demo/generate_html.py PAIR` (the reference's positional form): `aligntds.options.HtmlOptions`."""
 
 from ..errors import log
-from ..flags import make_parser as flag_parser
 from ..options import HtmlOptions
-from . import run_script
-
-DESCRIPTION = ("Render the prepared data of PAIR as static pages: index.html, one page per example, summary.html and "
-               "summary.json. Self-contained: they open from file:// with no network.")
+from ..report import generate_html
+from . import script
 
 
-def make_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    return flag_parser(HtmlOptions, parser, prog="src/demo/generate_html.py", description=DESCRIPTION)
+def work(o: HtmlOptions) -> None:
+    log.info(f"open {generate_html(o.pair, o.data, o.out, o.limit).resolve().as_uri()}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from ..report import generate_html
-
-    def work(o: HtmlOptions):
-        log.info(f"open {generate_html(o.pair, o.data, o.out, o.limit).resolve().as_uri()}")
-
-    return run_script(make_parser(), HtmlOptions, argv, work)
+make_parser, main = script(HtmlOptions, "src/demo/generate_html.py", work)
