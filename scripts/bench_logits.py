@@ -12,17 +12,17 @@ their ratio, the largest log-prob difference between them, the achieved TFLOP/s 
 (2 x parameters x tokens per second: the layers without the input embedding on every prompt and
 answer token, the output layer on answer tokens; attention scores and padding not counted) and its
 share of the device's bf16 dense peak, peak GPU memory, the cost of the float32 output layer against
-one in the model's dtype, and the bytes per answer position of the records on disk. On CUDA it then checks the targets of an H100 (>= 40% of peak, 1000 answers in under
-a minute, >= 500x the reference loop).
+one in the model's dtype, and the bytes per answer position of the records on disk. On CUDA it then checks the
+targets of an H100 (>= 40% of peak, 1000 answers in under a minute, >= 500x the reference loop).
 """
 
 from __future__ import annotations
 
-import argparse
 import pickle
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from aligntds.flags import Flags, flag, parse  # noqa: E402
 from aligntds.records import make_record  # noqa: E402
 from aligntds.scoring import Request, Scorer, device_defaults  # noqa: E402
 from aligntds.tiny import train_tokenizer  # noqa: E402
@@ -82,7 +83,11 @@ def bench_tokenizer(vocab: int):
         a + b + c for a in "bcdfgklmnprst" for b in "aeiou" for c in "nrst"
     ]
     n_texts = 8000 if vocab > 5000 else 500
-    texts = [" ".join("".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(50)) for _ in range(n_texts)]
+
+    def text() -> str:
+        return " ".join("".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(50))
+
+    texts = [text() for _ in range(n_texts)]
     return train_tokenizer(texts, vocab, min_frequency=1)
 
 
@@ -155,7 +160,8 @@ def make_requests(n: int, vocab: int) -> list[Request]:
     rng = random.Random(1)
     plens, alens = sample_lengths(PROMPT_DECILES, n, rng), sample_lengths(ANSWER_DECILES, n, rng)
     gen = np.random.default_rng(2)
-    return [Request([1] + gen.integers(3, vocab, p - 1).tolist(), gen.integers(3, vocab, a).tolist()) for p, a in zip(plens, alens)]
+    return [Request([1] + gen.integers(3, vocab, p - 1).tolist(), gen.integers(3, vocab, a).tolist())
+            for p, a in zip(plens, alens)]
 
 
 def largest_difference(ref_out, fast_out) -> float:
@@ -206,21 +212,22 @@ def head_cost_line(scorer: Scorer, model, reqs, device: str, fast_s: float, fast
             f"{extra:+.2f} s ({extra / fast_s:+.1%} of the batched path), float32 weight copy {copy:.2f} GiB")
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shape", default=None, choices=sorted(SHAPES), help="model shape (default: llama2-7b on CUDA, tiny otherwise)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16"), help="model dtype (default: bfloat16 on CUDA, float32 otherwise)")
-    p.add_argument("--answers", type=int, default=None, help="answers for the batched path (default: 1000 on CUDA, 32 otherwise)")
-    p.add_argument("--ref_answers", type=int, default=3, help="answers for the reference loop (default 3)")
-    p.add_argument("--batch_tokens", type=int, default=None, help="batched path: padded tokens per forward batch (default: as logit_analysis)")
-    p.add_argument("--top_k", type=int, default=30, help="candidates per position (default 30)")
-    p.add_argument("--peak_tflops", type=float, default=None, help="the device's bf16 dense peak, when it is not in the table")
-    return p
+@dataclass(kw_only=True)
+class BenchOptions(Flags):
+    """Benchmark: the reference's per-token loop against the batched path, i2i on one model, in one run."""
+
+    shape: str | None = flag("model shape (default: llama2-7b on CUDA, tiny otherwise)", None, choices=sorted(SHAPES))
+    device: str = flag("cpu or cuda", "cpu")
+    dtype: str | None = flag("model dtype (default: bfloat16 on CUDA, float32 otherwise)", None, choices=("float32", "bfloat16"))
+    answers: int | None = flag("answers for the batched path (default: 1000 on CUDA, 32 otherwise)", None)
+    ref_answers: int = flag("answers for the reference loop", 3)
+    batch_tokens: int | None = flag("batched path: padded tokens per forward batch (default: as logit_analysis)", None)
+    top_k: int = flag("candidates per position", 30)
+    peak_tflops: float | None = flag("the device's bf16 dense peak, when it is not in the table", None)
 
 
 def main(argv=None) -> int:
-    args = make_parser().parse_args(argv)
+    args = parse(BenchOptions, argv, prog="scripts/bench_logits.py", description=BenchOptions.__doc__)
     torch.set_grad_enabled(False)
     cuda = args.device.startswith("cuda")
     shape = args.shape or ("llama2-7b" if cuda else "tiny")
@@ -263,7 +270,8 @@ def main(argv=None) -> int:
     print(f"reference loop: {len(ref_reqs)} answers, {ref_tokens} answer tokens in {ref_s:.1f} s = {ref_rate:,.1f} tokens/s")
     print(f"batched path:   {n_answers} answers, {fast_tokens} answer tokens ({all_tokens} with prompts) in {fast_s:.2f} s "
           f"= {fast_rate:,.0f} answer tokens/s")
-    print(f"speed-up: {speedup:,.0f}x   (largest top-1 log-prob difference between the paths: {largest_difference(ref_out, fast_out):.2e})")
+    print(f"speed-up: {speedup:,.0f}x   (largest top-1 log-prob difference between the paths: "
+          f"{largest_difference(ref_out, fast_out):.2e})")
     share = f" = {tflops / peak:.0%} of the {peak:g} TFLOP/s bf16 dense peak" if peak else ""
     rate = f"{tflops:,.1f} TFLOP/s" if tflops >= 1 else f"{tflops * 1e3:,.1f} GFLOP/s"
     print(f"achieved: {rate} (batched path){share}")
@@ -271,8 +279,10 @@ def main(argv=None) -> int:
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB "
               f"(weights {sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30:.1f} GiB)")
         seconds_1000 = fast_s * 1000 / n_answers
-        print(f"targets (one H100): >= {TARGET_PEAK_SHARE:.0%} of peak: {'yes' if peak and tflops / peak >= TARGET_PEAK_SHARE else 'no'}; "
-              f"1000 answers in < {TARGET_SECONDS:.0f} s: {'yes' if seconds_1000 < TARGET_SECONDS else 'no'} ({seconds_1000:.0f} s); "
+        print(f"targets (one H100): >= {TARGET_PEAK_SHARE:.0%} of peak: "
+              f"{'yes' if peak and tflops / peak >= TARGET_PEAK_SHARE else 'no'}; "
+              f"1000 answers in < {TARGET_SECONDS:.0f} s: {'yes' if seconds_1000 < TARGET_SECONDS else 'no'} "
+              f"({seconds_1000:.0f} s); "
               f">= {TARGET_SPEEDUP:.0f}x the reference loop: {'yes' if speedup >= TARGET_SPEEDUP else 'no'}")
     print(head_cost_line(scorer, model, batch_reqs, args.device, fast_s, fast_tokens))
     print(storage_line(batch_reqs, fast_out, args.top_k, ref_out, ref_tokens))

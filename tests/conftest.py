@@ -82,7 +82,8 @@ def report(tmp_path_factory, pair_llama):
     root = tmp_path_factory.mktemp("report")
     data = write_data(root / "data.json", REPORT_EXAMPLES)
     common = ["--data_file", str(data), "--pair", "r"]
-    assert logit_analysis([*common, "--mode", "i2i", "--aligned_model", str(pair_llama["aligned"]), "--logits_folder", str(root / "i2i/shards")]) == 0
+    assert logit_analysis([*common, "--mode", "i2i", "--aligned_model", str(pair_llama["aligned"]), "--logits_folder",
+                           str(root / "i2i/shards")]) == 0
     assert merge_logits([str(root / "i2i"), "r", "i2i"]) == 0
     assert logit_analysis([*common, "--mode", "i2b", "--base_model", str(pair_llama["base"]), "--enable_template",
                            "--i2i_pkl_file", str(root / "i2i/r-i2i.pkl"), "--logits_folder", str(root / "i2b/shards")]) == 0

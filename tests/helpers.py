@@ -121,7 +121,8 @@ def run_i2i_i2b(tmp_path, pair, data_file, top_k=30):
     """i2i, then i2b with the reference's template, each merged: the records of both (lists of dicts)."""
     out = tmp_path / "out"
     common = ["--data_file", str(data_file), "--pair", "t", "--top_k", str(top_k)]
-    assert logit_analysis([*common, "--mode", "i2i", "--aligned_model", str(pair["aligned"]), "--logits_folder", str(out / "shards")]) == 0
+    assert logit_analysis([*common, "--mode", "i2i", "--aligned_model", str(pair["aligned"]), "--logits_folder",
+                           str(out / "shards")]) == 0
     assert merge_logits([str(out), "t", "i2i"]) == 0
     args = [*common, "--mode", "i2b", "--base_model", str(pair["base"]), "--i2i_pkl_file", str(out / "t-i2i.pkl")]
     assert logit_analysis([*args, "--enable_template", "--logits_folder", str(out / "shards")]) == 0
@@ -170,7 +171,8 @@ def launcher(name: str, processes: int) -> list[str]:
     """
     if name == "accelerate":
         return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", str(free_port())]
     assert name == "torchrun"
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
 
@@ -182,7 +184,8 @@ def run_ranks(main, world: int, args: list[str], monkeypatch, capsys) -> list[st
     errs = []
     try:
         for r in range(world):
-            monkeypatch.setenv("RANK", str(r)), monkeypatch.setenv("WORLD_SIZE", str(world)), monkeypatch.setenv("LOCAL_RANK", str(r))
+            for name, value in (("RANK", r), ("WORLD_SIZE", world), ("LOCAL_RANK", r)):
+                monkeypatch.setenv(name, str(value))
             assert main(args) == 0
             errs.append(capsys.readouterr().err)
     finally:

@@ -84,9 +84,11 @@ def test_i2i_with_an_adapter_equals_the_merged_model(tmp_path, data_file, pair_l
     assert len(loads) == 1 and isinstance(loads[0], torch.nn.Module)
     assert_same_scores(with_adapter, run(data_file, tmp_path / "merged", "i2i", merged))
     plain = run(data_file, tmp_path / "base", "i2i", pair_llama["base"])
-    assert max(np.abs(r["token_logprob"] - p["token_logprob"]).max(initial=0) for r, p in zip(with_adapter, plain)) > 0.1  # it does change the model
+    # it does change the model
+    assert max(np.abs(r["token_logprob"] - p["token_logprob"]).max(initial=0) for r, p in zip(with_adapter, plain)) > 0.1
     meta = with_adapter[0]["meta"]
-    assert meta["model"] == str(adapter) and meta["adapter"] == {"name": str(adapter), "revision": None, "base": str(pair_llama["base"])}
+    assert meta["model"] == str(adapter) and meta["adapter"] == {"name": str(adapter), "revision": None,
+                                                                 "base": str(pair_llama["base"])}
     assert run(data_file, tmp_path / "m2", "i2i", merged)[0]["meta"]["adapter"] is None
 
 
@@ -120,7 +122,8 @@ def test_one_float32_output_layer_for_a_pair_on_one_model(data_file, pair_llama,
     scorer.check_head(PairRequest(request, request))
     with base.context():  # the base side is the base model: equal to the model loaded by itself
         own = base.model(input_ids=torch.tensor([request.prompt_ids])).logits
-    plain = AutoModelForCausalLM.from_pretrained(pair_llama["base"], dtype=torch.bfloat16)(input_ids=torch.tensor([request.prompt_ids])).logits
+    base_alone = AutoModelForCausalLM.from_pretrained(pair_llama["base"], dtype=torch.bfloat16)
+    plain = base_alone(input_ids=torch.tensor([request.prompt_ids])).logits
     assert torch.equal(own, plain) and not torch.equal(aligned.model(input_ids=torch.tensor([request.prompt_ids])).logits, plain)
 
 

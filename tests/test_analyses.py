@@ -36,6 +36,7 @@ from aligntds.summary import Positions, block, format_summary
 from aligntds.tiny import save_pair_member, tiny_model
 from aligntds.tokentext import token_strings
 from helpers import REPO, one_error_line, reference_pickle
+
 CONTEXTS = (" the", " is", " of")  # planted after these tokens, one per chain stage
 TARGETS = ("Su", " help", " this")  # the tokens planted there
 PLANTED_EXAMPLES = [  # (query, answer, category; None: the example has no category)
@@ -125,9 +126,11 @@ def weak_runs(planted):
     """i2i + i2b, and --mode pair, of the weakly planted pair; data_prep of each, sliced by category."""
     root, m, data = planted["root"] / "weak_runs", planted["models"], planted["data"]
     common = ["--data_file", str(data), "--pair", "w"]
-    assert logit_analysis([*common, "--mode", "i2i", "--aligned_model", str(m["weak"]), "--logits_folder", str(root / "i2i/shards")]) == 0
+    assert logit_analysis([*common, "--mode", "i2i", "--aligned_model", str(m["weak"]), "--logits_folder",
+                           str(root / "i2i/shards")]) == 0
     assert merge_logits([str(root / "i2i"), "w", "i2i"]) == 0
-    assert logit_analysis([*common, "--mode", "i2b", "--base_model", str(m["base"]), "--i2i_pkl_file", str(root / "i2i/w-i2i.pkl"),
+    assert logit_analysis([*common, "--mode", "i2b", "--base_model", str(m["base"]), "--i2i_pkl_file",
+                           str(root / "i2i/w-i2i.pkl"),
                            "--logits_folder", str(root / "i2b/shards")]) == 0
     assert merge_logits([str(root / "i2b"), "w", "i2b"]) == 0
     assert logit_analysis([*common, "--mode", "pair", "--aligned_model", str(m["weak"]), "--base_model", str(m["base"]),
@@ -227,7 +230,8 @@ def test_slices_count_the_records(weak_runs):
             want = None if label == "null" else label
             mine = [r for r, (_, _, cat) in zip(records, PLANTED_EXAMPLES) if cat == want]
             assert b["examples"] == len(mine)
-            assert {k: b[k] for k in ("positions", "unshifted", "marginal", "shifted")} == direct_counts([r["aligned_rank"] for r in mine])
+            counts = {k: b[k] for k in ("positions", "unshifted", "marginal", "shifted")}
+            assert counts == direct_counts([r["aligned_rank"] for r in mine])
             assert sum(r["count"] for r in b["by_position"]["relative"]) == b["positions"]
         for key in ("examples", "positions", "unshifted", "marginal", "shifted"):
             assert sum(b[key] for b in labels.values()) == s[key]
@@ -244,7 +248,8 @@ def test_a_slice_of_everything_is_the_corpus(tmp_path, report):
     assert data_prep(["r", str(i2i), str(i2b), "--out", str(tmp_path / "a.pkl"), "--slices", str(labels)]) == 0
     s = json.loads((tmp_path / "a.summary.json").read_text())
     whole = s["slices"]["all"]["everything"]
-    for key in ("examples", "positions", "unshifted", "marginal", "shifted", "ratios", "top_shifted_tokens", "top_unshifted_tokens"):
+    for key in ("examples", "positions", "unshifted", "marginal", "shifted", "ratios", "top_shifted_tokens",
+                "top_unshifted_tokens"):
         assert whole[key] == s[key], key
     assert whole["by_position"] == {"relative": s["by_position"]["relative"]}
     prep = load_prepared(tmp_path / "a.pkl")
@@ -255,7 +260,8 @@ def test_a_slice_of_everything_is_the_corpus(tmp_path, report):
 def test_slice_labels_from_the_data_file_and_a_labels_file(tmp_path, report, capsys):
     i2i, i2b = report["root"] / "i2i/r-i2i.pkl", report["root"] / "i2b/r-i2b.pkl"
     items = json.loads((report["root"] / "data.json").read_text())
-    extra = [{"category": "safety", "level": 1}, {"category": "facts", "level": 2.5}, {"level": True}, {"category": "facts", "level": None}]
+    extra = [{"category": "safety", "level": 1}, {"category": "facts", "level": 2.5}, {"level": True},
+             {"category": "facts", "level": None}]
     (tmp_path / "data.json").write_text(json.dumps([{**item, **e} for item, e in zip(items, extra)]))
     run = ["r", str(i2i), str(i2b), "--out", str(tmp_path / "s.pkl")]
     assert data_prep([*run, "--slice_by", "category", "--slice_by", "level", "--data_file", str(tmp_path / "data.json")]) == 0
@@ -266,7 +272,8 @@ def test_slice_labels_from_the_data_file_and_a_labels_file(tmp_path, report, cap
         {"category": "null", "level": "true"}, {"category": "facts", "level": "null"}]
     s = json.loads((tmp_path / "s.summary.json").read_text())
     assert list(s["slices"]["category"]) == ["facts", "safety", "null"]
-    assert s["slices"]["category"]["facts"]["positions"] == len(report["i2b"][1]["response_ids"]) + len(report["i2b"][3]["response_ids"])
+    facts = [report["i2b"][1], report["i2b"][3]]
+    assert s["slices"]["category"]["facts"]["positions"] == sum(len(r["response_ids"]) for r in facts)
     assert s["slices"]["category"]["null"]["positions"] == 0 and s["slices"]["category"]["null"]["examples"] == 1
 
     # Without --data_file: the data file the records name (the fixture's, which has the query fields).
@@ -292,9 +299,11 @@ def test_slice_labels_from_the_data_file_and_a_labels_file(tmp_path, report, cap
     refused(["--slice_by", "output"], "example 0 (id=0)", "field 'output' is a list")
     refused(["--slice_by", "category", "--data_file", str(tmp_path / "none.json")], "none.json", "not found")
     (tmp_path / "other.json").write_text(json.dumps([{**item, "id": f"x{i}"} for i, item in enumerate(items)]))
-    refused(["--slice_by", "category", "--data_file", str(tmp_path / "other.json")], "other.json", "example 0", "not the data file")
+    refused(["--slice_by", "category", "--data_file", str(tmp_path / "other.json")], "other.json", "example 0",
+            "not the data file")
     (tmp_path / "short.json").write_text(json.dumps(items[:2]))
-    refused(["--slice_by", "category", "--data_file", str(tmp_path / "short.json")], "short.json", "holds 2 examples", "example 2")
+    refused(["--slice_by", "category", "--data_file", str(tmp_path / "short.json")], "short.json", "holds 2 examples",
+            "example 2")
     (tmp_path / "unknown.json").write_text(json.dumps({"0": "a", "99": "b"}))
     refused(["--slices", str(tmp_path / "unknown.json")], "unknown.json", "id '99' is not an example")
     (tmp_path / "mixed.json").write_text(json.dumps({"0": "a", "1": {"f": "b"}}))
@@ -331,7 +340,8 @@ def pair_record(i: int, kl: np.ndarray, rank: np.ndarray, meta: dict) -> dict:
 
 
 def test_top_examples_and_spikes(tmp_path, pair_llama):
-    meta = {"mode": "pair", "model": str(pair_llama["aligned"]), "base_model": str(pair_llama["base"]), "top_k": 3, "template": None}
+    meta = {"mode": "pair", "model": str(pair_llama["aligned"]), "base_model": str(pair_llama["base"]), "top_k": 3,
+            "template": None}
     kls, ranks = [], []
     for i in range(25):
         t = 4 + i % 3

@@ -83,7 +83,8 @@ def test_clicking_a_shifted_token_shows_both_distributions(page, report):
     assert rows.count() == 12  # header + top-10 + both entropies
     for side in ("base", "aligned"):  # shown in nats to 3 decimals
         shown = page.inner_text(f"#content td.{side}-entropy").split()
-        assert shown[0] == "entropy" and shown[2] == "nats" and float(shown[1]) == pytest.approx(ex[f"{side}_entropy"][t], abs=1.1e-3)
+        assert shown[0] == "entropy" and shown[2] == "nats"
+        assert float(shown[1]) == pytest.approx(ex[f"{side}_entropy"][t], abs=1.1e-3)
     first = rows.nth(1)
     assert first.locator("td.base-token").inner_text() == visible(tokens[int(ex["base_topk_ids"][t, 0])])
     assert first.locator("td.aligned-token").inner_text() == visible(tokens[int(ex["aligned_topk_ids"][t, 0])])
@@ -127,7 +128,11 @@ def test_hostile_text_renders_literally(page, report):
 
 def test_index_sorts_and_summary_renders(page, report):
     page.goto((report["html"] / "index.html").as_uri())
-    shifted = lambda: [float(v) for v in page.locator("#examples tbody td:nth-child(5)").evaluate_all("els => els.map(e => e.dataset.value)")]  # noqa: E731
+
+    def shifted():
+        values = page.locator("#examples tbody td:nth-child(5)").evaluate_all("els => els.map(e => e.dataset.value)")
+        return [float(v) for v in values]
+
     page.click("th button[data-col='4']")
     assert shifted() == sorted(shifted())
     page.click("th button[data-col='4']")
@@ -182,7 +187,10 @@ def test_summary_page_with_slices(page, sliced):
 
 def test_index_sorts_new_columns_with_missing_values_last(page, sliced):
     page.goto((sliced["html"] / "index.html").as_uri())
-    column = lambda n: page.locator(f"#examples tbody td:nth-child({n})").evaluate_all("els => els.map(e => e.dataset.value)")  # noqa: E731
+
+    def column(n):
+        return page.locator(f"#examples tbody td:nth-child({n})").evaluate_all("els => els.map(e => e.dataset.value)")
+
     assert page.inner_text("#examples th:nth-child(12)") == "topic" and page.inner_text("#examples th:nth-child(13)") == "source"
     for _ in range(2):  # descending, then ascending: the empty answer (no KL) stays last
         page.click("th button[data-col='7']")

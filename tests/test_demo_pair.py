@@ -58,7 +58,8 @@ def demo_run(tmp_path_factory, demo_pair) -> dict:
                      "--max_new_tokens", "160", "--batch_size", "50"]) == 0
     half = len(rows) // 2
     for mode, folder, extra in (("i2i", tmp / "demo", []),
-                                ("i2b", tmp / "demo_tp", ["--enable_template", "--i2i_pkl_file", str(tmp / "demo" / "demo-i2i.pkl")])):
+                                ("i2b", tmp / "demo_tp", ["--enable_template", "--i2i_pkl_file",
+                                                          str(tmp / "demo" / "demo-i2i.pkl")])):
         for start, end in ((0, half), (half, len(rows))):
             assert logit_analysis(["--data_file", str(data), "--logits_folder", str(folder / "shards"), "--pair", "demo",
                                    "--mode", mode, "--start", str(start), "--end", str(end), *extra]) == 0

@@ -58,7 +58,8 @@ def test_rank_and_device_from_the_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("world", [3, 8])
-def test_ranks_write_their_parts_and_merge_to_one_process(world, tmp_path, data_file, pair_llama, one_process, monkeypatch, capsys):
+def test_ranks_write_their_parts_and_merge_to_one_process(world, tmp_path, data_file, pair_llama, one_process, monkeypatch,
+                                                          capsys):
     shards = tmp_path / "shards"
     args = ["--data_file", str(data_file), "--pair", "t", "--mode", "i2i", "--logits_folder", str(shards),
             "--aligned_model", str(pair_llama["aligned"])]

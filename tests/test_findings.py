@@ -18,7 +18,8 @@ from helpers import one_error_line
 def test_position_kinds_and_classes(tok_bos):
     ids = ChatEncoder(tok_bos).answer_ids("", "Sure! Here is Paris. I hope this helps!</s>")
     pieces = [tok_bos.decode([i]) for i in ids]
-    assert pieces == ["Su", "re", "!", " Her", "e", " is", " ", "Par", "is", ".", " I", " h", "op", "e", " this", " help", "s", "!", "</s>"]
+    assert pieces == ["Su", "re", "!", " Her", "e", " is", " ", "Par", "is", ".", " I", " h", "op", "e", " this", " help", "s",
+                      "!", "</s>"]
     kinds = position_kinds(tok_bos, ids, ["Sure! Here is", "I hope this helps!"])
     # style: the two phrases; content: "Par" "is"; other: the lone space, the ".", the EOS
     assert kinds.tolist() == [0] * 6 + [2, 1, 1, 2] + [0] * 8 + [2]

@@ -126,15 +126,16 @@ def test_the_reference_positional_forms_parse():
     def parsed(script, options, argv):
         return from_args(options, importlib.import_module(f"aligntds.cli.{script}").make_parser().parse_args(argv))
 
-    assert parsed("merge_logits", MergeOptions, ["saved/x/", "llama2", "i2i"]) == MergeOptions(directory="saved/x/", pair="llama2",
-                                                                                                mode="i2i")
+    merge = parsed("merge_logits", MergeOptions, ["saved/x/", "llama2", "i2i"])
+    assert merge == MergeOptions(directory="saved/x/", pair="llama2", mode="i2i")
     prep = parsed("data_prep", PrepOptions, ["llama2_tp", "a.pkl", "b.pkl", "--slice_by", "x", "--slice_by", "y"])
     assert (prep.pair, prep.i2i, prep.i2b, prep.slice_by, prep.out) == ("llama2_tp", "a.pkl", "b.pkl", ["x", "y"], None)
     assert parsed("data_prep", PrepOptions, ["p", "pair.pkl"]).i2b is None
     assert parsed("generate_html", HtmlOptions, ["llama2_tp", "--limit", "3"]) == HtmlOptions(pair="llama2_tp", limit=3)
     cmp = parsed("compare_pairs", CompareOptions, ["--chain", "a.json", "b.json", "c.json"])
     assert cmp.summaries == ["a.json", "b.json", "c.json"] and cmp.chain
-    score = parsed("logit_analysis", ScoreOptions, ["--data_file", "d.json", "--logits_folder", "s", "--mode", "i2b", "--top_k", "5"])
+    argv = ["--data_file", "d.json", "--logits_folder", "s", "--mode", "i2b", "--top_k", "5"]
+    score = parsed("logit_analysis", ScoreOptions, argv)
     assert score == ScoreOptions(data_file="d.json", logits_folder="s", mode="i2b", top_k=5)
     assert score.pair == "llama2" and score.dtype == "auto" and score.tokenization == "chat" and not score.overwrite
 
@@ -147,7 +148,8 @@ def test_a_subcommand_reuses_a_script_parser_as_is():
     sub = top.add_subparsers(dest="command", required=True)
     logit_analysis.make_parser(sub.add_parser("score", description=ScoreOptions.__doc__))
     argv = ["--data_file", "d.json", "--logits_folder", "s", "--mode", "pair", "--enable_template"]
-    assert from_args(ScoreOptions, top.parse_args(["score", *argv])) == from_args(ScoreOptions, logit_analysis.make_parser().parse_args(argv))
+    as_script = from_args(ScoreOptions, logit_analysis.make_parser().parse_args(argv))
+    assert from_args(ScoreOptions, top.parse_args(["score", *argv])) == as_script
 
 
 def test_a_new_flag_is_one_field(capsys):

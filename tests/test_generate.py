@@ -149,7 +149,8 @@ def test_bad_instruction_files(tmp_path, chat_model, capsys):
     for content, fragments in [
         ('[{"pure_input": "x"},', ("bad.json", "invalid JSON")),
         ('{"pure_input": "x"}\n{oops\n', ("bad.json", "line 2")),
-        (json.dumps([{"pure_input": "x"}, {"id": "b", "query": "y"}]), ("bad.json", "example 1", "id=b", "'pure_input' or 'instruction'")),
+        (json.dumps([{"pure_input": "x"}, {"id": "b", "query": "y"}]),
+         ("bad.json", "example 1", "id=b", "'pure_input' or 'instruction'")),
         (json.dumps([{"pure_input": 3}]), ("example 0", "'pure_input'", "non-empty string")),
         (json.dumps([{"instruction": "  "}]), ("example 0", "'instruction'", "non-empty string")),
         (json.dumps(["just a string"]), ("example 0", "not an object")),
@@ -281,7 +282,8 @@ def test_run_shards_generates_then_scores(tmp_path, chat_model, instructions, on
     data = tmp_path / "answers.json"
     env = {**subprocess_env(tmp_path), "LOGITS_ROOT": str(tmp_path / "runs"), "PYTHON": sys.executable,
            "GENERATE_FROM": str(instructions), "GENERATE_FLAGS": f"--model {folder} --max_new_tokens {MAX_NEW} --batch_size 3"}
-    done = subprocess.run(["bash", "scripts/run_shards.sh", "2", "t", str(data), "--aligned_model", str(folder), "--base_model", str(base)],
+    done = subprocess.run(["bash", "scripts/run_shards.sh", "2", "t", str(data), "--aligned_model", str(folder), "--base_model",
+                           str(base)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["answers.[0:4].json", "answers.[4:8].json"]

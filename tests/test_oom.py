@@ -120,7 +120,8 @@ def test_oom_end_to_end_gives_the_same_records(tmp_path, data_file, pair_llama, 
     assert logit_analysis([*args, "--logits_folder", str(tmp_path / "faulty")]) == 0
     err = capsys.readouterr().err
     assert "out of device memory" in err and "final batch budget is" in err and "--batch_tokens" in err
-    assert_same_records(load_records(tmp_path / "faulty" / "t-i2i.[0:7].pkl"), load_records(tmp_path / "clean" / "t-i2i.[0:7].pkl"))
+    assert_same_records(load_records(tmp_path / "faulty" / "t-i2i.[0:7].pkl"),
+                        load_records(tmp_path / "clean" / "t-i2i.[0:7].pkl"))
 
     # Room for the 32-token start-up check, not for the shortest example: one line naming it, exit status 2.
     shortest = min(len(r["prompt_ids"]) + len(r["response_ids"]) for r in load_records(tmp_path / "clean" / "t-i2i.[0:7].pkl")

@@ -23,7 +23,8 @@ TOL = 1e-4
 
 def pair_run(data, folder, pair, *extra):
     return logit_analysis(["--data_file", str(data), "--logits_folder", str(folder), "--pair", "t", "--mode", "pair",
-                           "--aligned_model", str(pair["aligned"]), "--base_model", str(pair["base"]), "--enable_template", *extra])
+                           "--aligned_model", str(pair["aligned"]), "--base_model", str(pair["base"]), "--enable_template",
+                           *extra])
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
@@ -115,7 +116,8 @@ def test_pair_shards_merge_and_must_agree(tmp_path, data_file, pair_llama, capsy
     merged = load_records(tmp_path / "sliced" / "t-pair.pkl")
     assert_same_records(merged, load_records(whole / "t-pair.pkl"))
     meta = merged[0]["meta"]
-    assert meta["mode"] == "pair" and meta["model"] == str(pair_llama["aligned"]) and meta["base_model"] == str(pair_llama["base"])
+    assert meta["mode"] == "pair" and meta["model"] == str(pair_llama["aligned"])
+    assert meta["base_model"] == str(pair_llama["base"])
     assert "base_model" in RUN_KEYS
 
     # A shard made against another base model does not merge with these.
@@ -140,7 +142,8 @@ def test_pair_cuts_answers_to_the_smaller_context(tmp_path, data_file, pair_llam
     full = load_records(tmp_path / "full" / "t-pair.[0:7].pkl")
     longest = max(full, key=lambda r: len(r["base_prompt_ids"]) + len(r["response_ids"]))
     limit = len(longest["base_prompt_ids"]) + len(longest["response_ids"]) - 4
-    short_base = save_pair_member(tmp_path / "short", tiny_model("llama", len(tok_bos), seed=1, max_position_embeddings=limit), tok_bos)
+    short_base = save_pair_member(tmp_path / "short", tiny_model("llama", len(tok_bos), seed=1, max_position_embeddings=limit),
+                                  tok_bos)
     assert pair_run(data_file, tmp_path / "cut", {"aligned": pair_llama["aligned"], "base": short_base}) == 0
     cut = load_records(tmp_path / "cut" / "t-pair.[0:7].pkl")[longest["index"]]
     assert cut["n_truncated"] == 4 and len(cut["response_ids"]) == len(longest["response_ids"]) - 4

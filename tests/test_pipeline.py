@@ -164,7 +164,8 @@ def test_answers_cut_to_the_context(tmp_path, data_file, pair_llama, tok_bos, fu
     recs = load_records(full_i2i)
     longest = max(recs, key=lambda r: len(r["prompt_ids"]) + len(r["response_ids"]))
     limit = len(longest["prompt_ids"]) + len(longest["response_ids"]) - 5
-    short = save_pair_member(tmp_path / "short", tiny_model("llama", len(tok_bos), seed=2, max_position_embeddings=limit), tok_bos)
+    short = save_pair_member(tmp_path / "short", tiny_model("llama", len(tok_bos), seed=2, max_position_embeddings=limit),
+                             tok_bos)
     assert i2i(data_file, tmp_path / "s", short) == 0
     cut = load_records(tmp_path / "s" / "t-i2i.[0:7].pkl")[longest["index"]]
     assert cut["n_truncated"] == 5 and len(cut["response_ids"]) == len(longest["response_ids"]) - 5
@@ -205,7 +206,8 @@ def test_bad_data_files(tmp_path, pair_llama, capsys):
 def test_bad_models(tmp_path, data_file, capsys):
     assert i2i(data_file, tmp_path, tmp_path / "no-such-model") == 2
     one_error_line(capsys, "cannot load tokenizer", "no-such-model")
-    assert logit_analysis(["--data_file", str(data_file), "--logits_folder", str(tmp_path), "--pair", "nope", "--mode", "i2i"]) == 2
+    assert logit_analysis(["--data_file", str(data_file), "--logits_folder", str(tmp_path), "--pair", "nope", "--mode",
+                           "i2i"]) == 2
     one_error_line(capsys, "'nope' is not a preset", "--aligned_model")
 
 
@@ -244,7 +246,8 @@ def test_vocabulary_mismatch_is_refused(tmp_path, data_file, full_i2i, capsys):
     other_tok = train_tokenizer([t.upper() for t in CORPUS], vocab_size=350)  # other merges: ids differ beyond the byte alphabet
     other = save_pair_member(tmp_path / "other", tiny_model("llama", len(other_tok), seed=1), other_tok)
     assert i2b(data_file, tmp_path, other, full_i2i) == 2
-    one_error_line(capsys, "differs from the aligned tokenizer", "vocabulary 350", "do not mean the same text".replace("do not", "would not"))
+    one_error_line(capsys, "differs from the aligned tokenizer", "vocabulary 350",
+                   "do not mean the same text".replace("do not", "would not"))
 
 
 @pytest.mark.slow

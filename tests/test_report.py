@@ -24,6 +24,7 @@ from aligntds.scoring import Request
 from aligntds.store import load_records, save_records
 from helpers import REPORT_EXAMPLES, one_error_line, reference_pickle
 
+
 def test_prepared_data_matches_the_records(report):
     prep = load_prepared(report["prepared"])
     assert prep["pair"] == "r" and prep["source"] == "aligntds" and prep["top_k"] == 30
@@ -229,7 +230,8 @@ def test_compare_pairs_page(tmp_path, report, capsys):
     page = (out / "index.html").read_text()
     assert page.count("<svg") == 3 and "only-here" in page and ">r<" in page and ">other<" in page
     assert all(not u.startswith("http") for _, u in parse(out / "index.html").urls)
-    assert compare_pairs([str(summary), str(tmp_path / "other.json"), "--out", str(out), "--labels", r"$\foo$,run $5 vs $10"]) == 0
+    assert compare_pairs([str(summary), str(tmp_path / "other.json"), "--out", str(out), "--labels",
+                          r"$\foo$,run $5 vs $10"]) == 0
     assert "$\\foo$" in (out / "index.html").read_text() and "run $5 vs $10" in (out / "index.html").read_text()
     assert compare_pairs([str(tmp_path / "nope.json")]) == 2
     one_error_line(capsys, "nope.json", "not found")
@@ -298,7 +300,8 @@ def test_prepared_data_of_an_older_data_prep_is_refused(tmp_path, report, capsys
     old = load_prepared(report["prepared"])
     del old["format"]
     for ex in old["examples"]:
-        for new, before in (("aligned_topk_ids", "aligned_top_ids"), ("base_topk_ids", "base_top_ids"), ("answer_text", "probe_text")):
+        renamed = (("aligned_topk_ids", "aligned_top_ids"), ("base_topk_ids", "base_top_ids"), ("answer_text", "probe_text"))
+        for new, before in renamed:
             ex[before] = ex.pop(new)
     save_records(tmp_path / "old.pkl", [old])
     assert generate_html(["r", "--data", str(tmp_path / "old.pkl"), "--out", str(tmp_path / "h")]) == 2
@@ -314,7 +317,8 @@ def test_provenance_in_the_summary_and_on_the_pages(tmp_path, report, pair_llama
     common = {"dtype": "float32", "top_k": 30, "tokenization": "chat", "adapter": None, "revision": None,
               "version": meta_a["versions"]["aligntds"], "git": meta_a["versions"]["git"]}
     assert s["provenance"] == {"aligned": {"mode": "i2i", "model": str(pair_llama["aligned"]), "template": None, **common},
-                               "base": {"mode": "i2b", "model": str(pair_llama["base"]), "template": meta_b["template"], **common}}
+                               "base": {"mode": "i2b", "model": str(pair_llama["base"]), "template": meta_b["template"],
+                                        **common}}
     assert meta_b["template"] == REFERENCE_TEMPLATE
     assert "the reference&#39;s (--enable_template)" in (report["html"] / "summary.html").read_text()
 
@@ -332,6 +336,7 @@ def test_provenance_in_the_summary_and_on_the_pages(tmp_path, report, pair_llama
     page = (tmp_path / "cmp" / "index.html").read_text()
     rows = page.split('<table id="provenance"')[1].split("</table>")[0].split("<tr>")[2:]
     cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S) for row in rows]  # run, side, scored in, model, ..., template
-    assert [c[:3] for c in cells] == [["short", "aligned", "i2i"], ["short", "base", "i2b"], ["long", "aligned", "i2i"], ["long", "base", "i2b"]]
+    assert [c[:3] for c in cells] == [["short", "aligned", "i2i"], ["short", "base", "i2b"],
+                                      ["long", "aligned", "i2i"], ["long", "base", "i2b"]]
     assert cells[1][6] != cells[3][6] and all(c[6].startswith("Query: {query} (") for c in (cells[1], cells[3]))
     assert cells[0][6] == cells[2][6] == "the chat prompt (input)"

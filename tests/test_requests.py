@@ -10,8 +10,17 @@ import pytest
 from aligntds.data import REFERENCE_TEMPLATE, fill_template
 from aligntds.errors import UserError
 from aligntds.prompts import ChatEncoder
-from aligntds.requests import (PairRequest, Request, aligned_only, answer_ids, answer_source, check_ids, plan_examples, sides_for,
-                               to_requests)
+from aligntds.requests import (
+    PairRequest,
+    Request,
+    aligned_only,
+    answer_ids,
+    answer_source,
+    check_ids,
+    plan_examples,
+    sides_for,
+    to_requests,
+)
 from helpers import EXAMPLES, chat_input
 
 ITEMS = [{"id": f"e{i}", "pure_input": q, "input": chat_input(q), "output": [a]} for i, (q, a) in enumerate(EXAMPLES)]
@@ -61,7 +70,8 @@ def test_answers_are_cut_to_the_smallest_context(tok_bos, tok_nobos):
     sides = sides_for("pair", [enc, enc], [p_aligned + 30, p_base + 25])
     (cut,) = plan_examples(ITEMS, [i], sides, [list(range(40))], where, [list(range(100, 140))])
     assert cut.n_truncated == 15 and cut.response_ids == list(range(25)) and cut.aligned_top1 == list(range(100, 125))
-    with pytest.raises(UserError, match=r"data.json: example 4 \(id=e4\): the base prompt alone has \d+ tokens, the model's context is 3"):
+    with pytest.raises(UserError, match=r"data.json: example 4 \(id=e4\): the base prompt alone has \d+ tokens, the model's "
+                                        r"context is 3"):
         plan_examples(ITEMS, [i], sides_for("pair", [enc, enc], [None, 3]), [[1]], where)
     with pytest.raises(UserError, match="example 0 .*the prompt is empty"):
         plan_examples([{**ITEMS[0], "input": ""}], [0], sides_for("i2i", [ChatEncoder(tok_nobos)], [None]), [[1]], where)
@@ -73,7 +83,8 @@ def test_output_ids_are_the_answer_and_are_checked(tok_bos):
     with pytest.raises(UserError, match=r"example 0 \(id=e0\): output_ids holds 400, outside the tokenizer's vocabulary of 400"):
         answer_ids({**ITEMS[0], "output_ids": [5, 400]}, side, where(0))
     reference = sides_for("i2i", [ChatEncoder(tok_bos, "reference")], [None])[0]  # the reference's ids: the text, always
-    assert answer_ids({**ITEMS[0], "output_ids": [5]}, reference, where(0)) == tok_bos(ITEMS[0]["output"][0], add_special_tokens=False)["input_ids"]
+    text_ids = tok_bos(ITEMS[0]["output"][0], add_special_tokens=False)["input_ids"]
+    assert answer_ids({**ITEMS[0], "output_ids": [5]}, reference, where(0)) == text_ids
     with_ids = [{**x, "output_ids": [1]} for x in ITEMS[:2]] + ITEMS[2:4]
     assert answer_source(with_ids, range(2), "chat") == "output_ids"
     assert answer_source(with_ids, range(2, 4), "chat") == "text"

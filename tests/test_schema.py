@@ -60,9 +60,9 @@ def test_the_glossary_names_keys_of_the_schema():
 def written(report, pair_llama):
     """The records of each mode, as logit_analysis wrote them (i2i and i2b: the report's; pair: a run on its data)."""
     root = report["root"]
+    models = ["--aligned_model", str(pair_llama["aligned"]), "--base_model", str(pair_llama["base"])]
     assert logit_analysis(["--data_file", str(root / "data.json"), "--logits_folder", str(root / "schema_pair"), "--pair", "r",
-                           "--mode", "pair", "--aligned_model", str(pair_llama["aligned"]), "--base_model", str(pair_llama["base"]),
-                           "--enable_template"]) == 0
+                           "--mode", "pair", *models, "--enable_template"]) == 0
     return {"i2i": report["i2i"], "i2b": report["i2b"], "pair": load_records(root / "schema_pair" / "r-pair.[0:4].pkl")}
 
 

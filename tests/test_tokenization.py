@@ -54,7 +54,8 @@ def sp_tokenizers(tmp_path_factory):
 def mistral_oracle(version: str, system: str | None, query: str, answer: str) -> list[int]:
     """mistral-common's ids of one conversation ending in the assistant's answer (fine-tuning mode: answer + EOS)."""
     mt = MistralTokenizer.from_file(str(mistral_data() / SP_FILES[version]), mode=ValidationMode.finetuning)
-    messages = ([SystemMessage(content=system)] if system else []) + [UserMessage(content=query), AssistantMessage(content=answer)]
+    messages = ([SystemMessage(content=system)] if system else []) + [UserMessage(content=query),
+                                                                      AssistantMessage(content=answer)]
     return mt.encode_chat_completion(ChatCompletionRequest(messages=messages)).tokens
 
 
@@ -118,7 +119,8 @@ def test_reference_tokenization_reproduces_the_reference(sp_tokenizers):
 
 
 def test_line_break_before_the_answer_continues_the_text(sp_tokenizers):
-    """Zephyr's format (`<|assistant|>\\n`, the whole conversation tokenized as one text): no space is added after the line break."""
+    """Zephyr's format (`<|assistant|>\\n`, the whole conversation tokenized as one text): no space is added after the line
+    break."""
     tok = AutoTokenizer.from_pretrained(sp_tokenizers[("v1", False)])
     enc = ChatEncoder(tok)
     for answer in ANSWERS:
@@ -128,19 +130,23 @@ def test_line_break_before_the_answer_continues_the_text(sp_tokenizers):
 
 
 def test_bytelevel_chatml_ids_are_unchanged():
-    tok = train_tokenizer(CORPUS, vocab_size=400, add_bos=False, extra_special=["<|im_start|>", "<|im_end|>"], chat_template=CHATML)
+    tok = train_tokenizer(CORPUS, vocab_size=400, add_bos=False, extra_special=["<|im_start|>", "<|im_end|>"],
+                          chat_template=CHATML)
     enc = ChatEncoder(tok)
     assert not enc.prefix_space and enc.start == [] and not adds_prefix_space(tok)
     for query, answer in zip(QUERIES, ANSWERS):
         prompt = tok.apply_chat_template([{"role": "user", "content": query}], tokenize=False, add_generation_prompt=True)
         ours = enc.prompt_ids(prompt) + enc.answer_ids(prompt, answer + "<|im_end|>")
-        before = tok(prompt, add_special_tokens=False)["input_ids"] + tok(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
-        oracle = tok.apply_chat_template([{"role": "user", "content": query}, {"role": "assistant", "content": answer}])["input_ids"]
+        before = tok(prompt, add_special_tokens=False)["input_ids"]
+        before += tok(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        conversation = [{"role": "user", "content": query}, {"role": "assistant", "content": answer}]
+        oracle = tok.apply_chat_template(conversation)["input_ids"]
         assert ours == before == oracle[: len(ours)] and tok.decode(oracle[len(ours):]) == "\n"
 
 
 def test_named_bos_that_is_never_added_starts_every_prompt():
-    """An OLMo-2-like tokenizer names a BOS it never adds itself (its chat template writes it): i2i and i2b prompts alike start with it."""
+    """An OLMo-2-like tokenizer names a BOS it never adds itself (its chat template writes it): i2i and i2b prompts alike
+    start with it."""
     tok = train_tokenizer(CORPUS, vocab_size=400, add_bos=False)
     tok.bos_token = "<s>"
     assert tok("a")["input_ids"] == tok("a", add_special_tokens=False)["input_ids"]  # the premise: nothing added
@@ -172,7 +178,8 @@ def sp_pair(tmp_path_factory, sp_tokenizers):
 
 @pytest.fixture(scope="module")
 def llama2_data(tmp_path_factory) -> Path:
-    items = [{"id": i, "pure_input": q, "input": llama2_prompt(q), "output": [a + "</s>"]} for i, (q, a) in enumerate(zip(QUERIES, ANSWERS))]
+    items = [{"id": i, "pure_input": q, "input": llama2_prompt(q), "output": [a + "</s>"]}
+             for i, (q, a) in enumerate(zip(QUERIES, ANSWERS))]
     path = tmp_path_factory.mktemp("llama2_data") / "data.json"
     path.write_text(json.dumps(items))
     return path
@@ -184,7 +191,8 @@ def test_every_mode_scores_the_chat_format(tmp_path, sp_pair, llama2_data, sp_to
     tok = AutoTokenizer.from_pretrained(folder)
     items = json.loads(llama2_data.read_text())
     i2i = run(llama2_data, tmp_path / "i2i", sp_pair, "i2i")
-    i2b = run(llama2_data, tmp_path / "i2b", sp_pair, "i2b", "--enable_template", "--i2i_pkl_file", str(tmp_path / "i2i/t-i2i.pkl"))
+    i2b = run(llama2_data, tmp_path / "i2b", sp_pair, "i2b", "--enable_template", "--i2i_pkl_file",
+              str(tmp_path / "i2i/t-i2i.pkl"))
     pair = run(llama2_data, tmp_path / "pair", sp_pair, "pair", "--enable_template")
     for item, a, b, p in zip(items, i2i, i2b, pair):
         meta = meta_oracle(folder, item["input"], item["output"][0].removesuffix("</s>"))
@@ -218,7 +226,8 @@ def test_output_ids_are_scored_as_they_are(tmp_path, sp_pair, llama2_data, capsy
             "--aligned_model", str(sp_pair["aligned"])]
     assert logit_analysis(args) == 2
     err = capsys.readouterr().err
-    assert "example 1 (id=1): output_ids holds 32000, outside the tokenizer's vocabulary of 32000 ids" in err and "Traceback" not in err
+    assert "example 1 (id=1): output_ids holds 32000, outside the tokenizer's vocabulary of 32000 ids" in err
+    assert "Traceback" not in err
     items[1]["output_ids"] = [5, "6"]
     data.write_text(json.dumps(items))
     assert logit_analysis(args) == 2

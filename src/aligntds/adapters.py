@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any
 
 from . import models
 from .errors import UserError
@@ -41,7 +43,7 @@ class Loaded:
     """
 
     model: Any
-    context: Callable[[], ContextManager] = contextlib.nullcontext
+    context: Callable[[], AbstractContextManager] = contextlib.nullcontext
     peft: Any = field(default=None, repr=False)
 
 
@@ -61,7 +63,8 @@ def adapter_config(name: str):
     try:
         from peft import PeftConfig
     except ImportError:
-        raise UserError(f"{name} is a PEFT adapter (it has adapter_config.json): install peft to load it (pip install 'peft>=0.10')") from None
+        raise UserError(f"{name} is a PEFT adapter (it has adapter_config.json): install peft to load it (pip install "
+                        "'peft>=0.10')") from None
     try:
         cfg = PeftConfig.from_pretrained(path, revision=rev)
     except (OSError, ValueError, TypeError) as e:
@@ -85,7 +88,8 @@ def describe(name: str | None, base: str | None = None) -> dict | None:
         return None
     weights = base or cfg.base_model_name_or_path
     if not weights:
-        raise UserError(f"the adapter {name} names no base model (base_model_name_or_path in adapter_config.json): give --base_model")
+        raise UserError(f"the adapter {name} names no base model (base_model_name_or_path in adapter_config.json): give "
+                        "--base_model")
     return {"name": name, "revision": _commit(name), "base": weights}
 
 

@@ -1,17 +1,14 @@
 """One `logit_analysis` run: a slice of the data through one model (or both), written as one shard of records.
 
     i2i:  the aligned model on each example's chat-formatted `input`, scoring `output[0]`.
-    i2b:  the base model on the bare `pure_input` (optionally in a template), scoring the very same
-          answer token ids, read from the i2i records, plus the exact base rank of the aligned
-          model's top-1 token at every position.
-    pair: both models in one process: everything i2i and i2b give, plus exact full-vocabulary
-          divergences between the two distributions at every position (see `aligntds.pair`).
+    i2b:  the base model on the bare `pure_input` (optionally in a template), scoring the very same answer token ids,
+          read from the i2i records, plus the exact base rank of the aligned model's top-1 token at every position.
+    pair: both models in one process: everything i2i and i2b give, plus exact full-vocabulary divergences between
+          the two distributions at every position (see `aligntds.pair`).
 
-A run is planned first (`plan_run`: its models, template, device, the run settings of its `meta` and its shard's
-path), so that a shard made with the same settings is kept before any model loads; then executed (`execute`), the
-same steps for every mode over one side per model; the requests come from the pure functions of `aligntds.requests`.
-Under `accelerate launch` or `torchrun` each process scores its own contiguous part of the slice and writes the
-shard named by that part (see `aligntds.distributed`).
+A run is planned (`plan_run`: models, template, device, run settings, shard), so that a shard made with the same
+settings is kept before any model loads, then executed (`execute`): the same steps for every mode, one side per
+model, the requests built by `aligntds.requests`. Under `accelerate launch` or `torchrun` each process scores its part.
 
     from aligntds.analysis import Options, run
     run(Options(data_file="data/x.json", logits_folder="saved_logits/x/shards", pair="llama2", mode="i2i"))
@@ -29,21 +26,22 @@ from .data import answer_of, base_template, data_fingerprint, data_slice, load_e
 from .distributed import Rank, current_rank, device_for, part_of, select_device
 from .errors import UserError
 from .options import ScoreOptions as Options
-from .pair import PairScorer
+from .pair import make_scorer
 from .prompts import ChatEncoder
 from .records import i2i_records_for, keep_shard, make_record, save_shard, versions
 from .requests import PROMPT_FIELDS, aligned_only, answer_ids, answer_source, check_ids, plan_examples, sides_for, to_requests
 from .schema import meta_keys_of
-from .scoring import Scorer, device_defaults, score_with_progress
+from .scoring import score_with_progress
 
 log = logging.getLogger("aligntds")
+NEED = {"i2i": "give --aligned_model", "i2b": "give --base_model", "pair": "--mode pair needs --aligned_model and --base_model"}
 
 
 @dataclass
 class RunPlan:
     """A run before any model loads. names: each side's model (i2i [aligned], i2b [base], pair [aligned, base]);
-    weights: each side's base weights when it is an adapter given them (--base_model, aligned side only); planned:
-    the run settings of its `meta`; i2i: i2b's i2i records of [start, end)."""
+    weights: the base weights of each side when it is an adapter (--base_model, aligned side); planned: the run
+    settings of its `meta`; i2i: i2b's i2i records of [start, end)."""
 
     opts: Options
     items: list[dict]
@@ -51,7 +49,6 @@ class RunPlan:
     end: int
     names: list[str]
     weights: list[str | None]
-    template: str | None
     device: str
     base_device: str
     dtype: Any
@@ -70,7 +67,8 @@ def run(opts: Options, rank: Rank | None = None) -> Path | None:
     items = load_examples(opts.data_file, fields=PROMPT_FIELDS[opts.mode])
     start, end = data_slice(opts.start, opts.end, len(items))
     if start >= end:
-        log.info(f"examples [{opts.start}:{opts.end}] are past the end of {opts.data_file} ({len(items)} examples): nothing to do")
+        log.info(f"examples [{opts.start}:{opts.end}] are past the end of {opts.data_file} ({len(items)} examples): "
+                 "nothing to do")
         return None
     start, end = part_of(start, end, rank, "examples")
     if start >= end:
@@ -87,14 +85,8 @@ def plan_run(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
         base = (adapters.describe(aligned) or {}).get("base")
     names = {"i2i": [aligned], "i2b": [base], "pair": [aligned, base]}[mode]
     if None in names:
-        need = {"i2i": "give --aligned_model", "i2b": "give --base_model", "pair": "--mode pair needs --aligned_model and --base_model"}
-        raise UserError(f"--pair {opts.pair!r} is not a preset ({', '.join(models.PAIRS)}): {need[mode]}")
-    if mode == "i2i" and (opts.enable_template or opts.base_template):
-        log.warning("--enable_template/--base_template apply to --mode i2b and pair only; i2i uses each example's 'input'")
-    if mode != "pair" and opts.base_device:
-        log.warning("--base_device applies to --mode pair only; this run uses --device")
-    if mode == "pair" and opts.i2i_pkl_file:
-        log.warning("--i2i_pkl_file is for --mode i2b; --mode pair scores both models itself")
+        raise UserError(f"--pair {opts.pair!r} is not a preset ({', '.join(models.PAIRS)}): {NEED[mode]}")
+    opts.warn_unused()
     template = None if mode == "i2i" else base_template(opts.enable_template, opts.base_template)
     device = device_for(rank, opts.device, opts.device_map)
     select_device(device)
@@ -105,31 +97,34 @@ def plan_run(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
     settings = {"model": names[0], "base_model": names[-1], "adapter": adapters.describe(names[0], weights[0]),
                 "base_adapter": adapters.describe(names[-1]) if mode == "pair" else None, "mode": mode,
                 "dtype": models.dtype_name(dtype), "top_k": opts.top_k, "template": template, "tokenization": opts.tokenization,
-                "n_data": len(items), "data": data_fingerprint(items),
-                "aligned": f"{i2i[0]['meta'].get('model')} ({i2i[0]['meta'].get('dtype')})" if i2i else None}  # i2b: the i2i run
+                "n_data": len(items), "data": data_fingerprint(items),  # i2b: the run whose answers and top-1 tokens it scores
+                "aligned": f"{i2i[0]['meta'].get('model')} ({i2i[0]['meta'].get('dtype')})" if i2i else None}
     planned = {k: settings[k] for k in meta_keys_of(mode) if k in settings}
     shard = Path(opts.logits_folder) / store.shard_name(opts.pair, mode, start, end)
-    return RunPlan(opts, items, start, end, names, weights, template, device, base_device, dtype, planned, shard, i2i)
+    return RunPlan(opts, items, start, end, names, weights, device, base_device, dtype, planned, shard, i2i)
 
 
 def execute(plan: RunPlan, rank: Rank) -> Path:
     """Load the tokenizers and models, build the requests, score them and write the shard; returns its path."""
     opts, mode, names, indices = plan.opts, plan.opts.mode, plan.names, range(plan.start, plan.end)
     toks = [models.load_tokenizer(adapters.tokenizer_source(n, w), opts.trust_remote_code) for n, w in zip(names, plan.weights)]
-    shared = (models.shared_with_recorded(toks[0], names[0], plan.i2i[0]["meta"], opts.i2i_pkl_file, opts.trust_remote_code)
-              if mode == "i2b" else models.shared_ids(*toks, *names) if mode == "pair" else None)
-    load = {"device_map": opts.device_map, "trust_remote_code": opts.trust_remote_code, "attn_implementation": opts.attn_implementation}
-    loaded = (adapters.load_pair(*names, plan.dtype, plan.device, plan.base_device, opts.base_model, **load) if mode == "pair"
-              else [adapters.load(names[0], plan.dtype, plan.device, plan.weights[0], **load)])
-    sides = sides_for(mode, [ChatEncoder(t, opts.tokenization) for t in toks], [models.context_length(x.model) for x in loaded],
-                      plan.template)
+    if mode == "i2b":
+        shared = models.shared_with_recorded(toks[0], names[0], plan.i2i[0]["meta"], opts.i2i_pkl_file, opts.trust_remote_code)
+    else:
+        shared = models.shared_ids(*toks, *names) if mode == "pair" else None
+    kw = {k: getattr(opts, k) for k in ("device_map", "trust_remote_code", "attn_implementation")}
+    loaded = (adapters.load_pair(*names, plan.dtype, plan.device, plan.base_device, opts.base_model, **kw) if mode == "pair"
+              else [adapters.load(names[0], plan.dtype, plan.device, plan.weights[0], **kw)])
+    contexts = [models.context_length(x.model) for x in loaded]
+    sides = sides_for(mode, [ChatEncoder(t, opts.tokenization) for t in toks], contexts, plan.planned["template"])
     if plan.i2i:  # i2b: the i2i records' answer ids and aligned top-1 tokens
         answers, top1 = [r["response_ids"] for r in plan.i2i], [r["topk_ids"][:, 0] for r in plan.i2i]
     else:
         answers, top1 = [answer_ids(plan.items[i], sides[0], plan.where(i)) for i in indices], None
     examples = plan_examples(plan.items, indices, sides, answers, plan.where, top1)
     requests = to_requests(examples)
-    scorer = _scorer(plan, loaded, toks, shared)
+    scorer = make_scorer([x.model for x in loaded], toks, names, opts.top_k, plan.device, opts.batch_tokens,
+                         stand_in=mode == "i2b", shared=shared, base_context=loaded[-1].context)
     heads = [scorer.aligned.head, scorer.base.head] if mode == "pair" else [scorer.head]
     if mode != "i2b":
         check_ids(requests, heads[0].vocab_size, plan.start, names[0])
@@ -137,37 +132,27 @@ def execute(plan: RunPlan, rank: Rank) -> Path:
     if first is not None:
         scorer.check_head(requests[first], name=plan.where(examples[first].index))
     stats = score_with_progress(scorer, requests, f"{opts.pair} {mode}", not rank.is_main, [plan.where(i) for i in indices])
-    if mode == "pair":
-        shared = scorer.shared
-        divergences = ("over the whole vocabulary" if shared >= max(h.vocab_size for h in heads) else
-                       f"over ids 0..{shared - 1}, which both vocabularies share, each distribution renormalized over them")
+    shared = scorer.shared if mode == "pair" else shared
     values = {**plan.planned, "revision": models.model_revision(loaded[0].model), "enable_template": opts.enable_template,
-              "base_template_file": opts.base_template, "data_file": str(opts.data_file), "vocab": models.vocab_fingerprint(toks[0]),
-              "vocab_size": len(toks[0]), "versions": versions(), "base_revision": models.model_revision(loaded[-1].model),
+              "base_template_file": opts.base_template, "data_file": str(opts.data_file), "vocab_size": len(toks[0]),
+              "vocab": models.vocab_fingerprint(toks[0]), "versions": versions(), "shared_vocab": shared,
               "answer_ids": "i2i records" if mode == "i2b" else answer_source(plan.items, indices, opts.tokenization),
-              "base_vocab": models.vocab_fingerprint(toks[-1]), "base_vocab_size": len(toks[-1]), "shared_vocab": shared,
-              "shared_weights": loaded[0].model is loaded[-1].model, "divergences": divergences if mode == "pair" else None}
+              "base_revision": models.model_revision(loaded[-1].model), "base_vocab": models.vocab_fingerprint(toks[-1]),
+              "base_vocab_size": len(toks[-1]), "shared_weights": loaded[0].model is loaded[-1].model,
+              "divergences": "over the whole vocabulary" if mode != "pair" or shared >= max(h.vocab_size for h in heads)
+              else f"over ids 0..{shared - 1}, which both vocabularies share, each distribution renormalized over them"}
     meta = {k: values[k] for k in meta_keys_of(mode)}
-    records = [
-        make_record(mode, index=p.index, id=plan.items[p.index]["id"], answer_text=answer_of(plan.items[p.index]), prompts=p.prompts,
-                    prompt_ids=p.prompt_ids, response_ids=p.response_ids, stats=stats[n], n_truncated=p.n_truncated, meta=meta,
-                    final_generated_text=None if mode == "i2b" else sides[0].encoder.decode_answer(p.prompts[0], p.prompt_ids[0], p.response_ids),
-                    aligned_only=None if mode == "i2i" else aligned_only(
-                        p.response_ids, stats[n]["topk_ids"][:, 0] if p.aligned_top1 is None else p.aligned_top1, heads[-1].vocab_size))
-        for n, p in enumerate(examples)
-    ]
+    records = [_record(plan, p, stats[n], meta, sides[0], heads[-1].vocab_size) for n, p in enumerate(examples)]
     save_shard(plan.shard, records, " / ".join(names))
     return plan.shard
 
 
-def _scorer(plan: RunPlan, loaded: list, toks: list, shared: int | None) -> Scorer | PairScorer:
-    """The scorer of the run's models: batch budget (--batch_tokens or the device's default), pad ids, token ids."""
-    kw = {**device_defaults(plan.device), "top_k": plan.opts.top_k}
-    kw["batch_tokens"] = plan.opts.batch_tokens or kw["batch_tokens"]
-    pads, ids = [models.pad_id(t) for t in toks], [models.token_ids(t) for t in toks]
-    if plan.opts.mode == "pair":
-        return PairScorer(loaded[0].model, loaded[1].model, pad_ids=tuple(pads), token_ids=tuple(ids), shared=shared,
-                          names=tuple(plan.names), base_context=loaded[1].context, **kw)
-    # i2b: an answer id the base model does not have (an appended aligned token) is fed as a stand-in, its positions marked
-    return Scorer(loaded[0].model, pad_id=pads[0], token_ids=ids[0], stand_in=pads[0] if plan.opts.mode == "i2b" else None,
-                  name=plan.names[0], **kw)
+def _record(plan: RunPlan, p, stats: dict, meta: dict, aligned_side, n_base: int) -> dict:
+    """The record of one planned example `p` (n_base: the base model's outputs, for `aligned_only`)."""
+    mode = plan.opts.mode
+    text = None if mode == "i2b" else aligned_side.encoder.decode_answer(p.prompts[0], p.prompt_ids[0], p.response_ids)
+    top1 = stats["topk_ids"][:, 0] if p.aligned_top1 is None else p.aligned_top1
+    return make_record(mode, index=p.index, id=plan.items[p.index]["id"], answer_text=answer_of(plan.items[p.index]),
+                       prompts=p.prompts, prompt_ids=p.prompt_ids, response_ids=p.response_ids, stats=stats,
+                       n_truncated=p.n_truncated, meta=meta, final_generated_text=text,
+                       aligned_only=None if mode == "i2i" else aligned_only(p.response_ids, top1, n_base))

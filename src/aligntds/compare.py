@@ -109,9 +109,11 @@ def check_chain(paths: list[Path], summaries: list[dict]) -> None:
     for path, s in zip(paths[1:], summaries[1:]):
         bases = (first.get("models", {}).get("i2b"), s.get("models", {}).get("i2b"))
         if None not in bases and bases[0] != bases[1]:
-            raise UserError(f"{path}: scored against the base {bases[1]}, {p0} against {bases[0]}: a chain's stages share one base")
+            raise UserError(f"{path}: scored against the base {bases[1]}, {p0} against {bases[0]}: a chain's stages share one "
+                            "base")
         if s.get("examples") != first.get("examples"):
-            raise UserError(f"{path}: {s.get('examples')} examples, {p0} {first.get('examples')}: a chain's stages score the same answers")
+            raise UserError(f"{path}: {s.get('examples')} examples, {p0} {first.get('examples')}: a chain's stages score the "
+                            "same answers")
         if s["positions"] != first["positions"]:
             log.warning(f"{path}: {s['positions']} answer positions, {p0} {first['positions']}: not quite the same answers")
 

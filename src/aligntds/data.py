@@ -16,8 +16,8 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .errors import UserError
 
@@ -40,7 +40,8 @@ def _not_text(value, field: str) -> tuple[str, str] | None:
     """(field, what is wrong) for the first string at any depth of `value` holding a lone surrogate, else None."""
     if isinstance(value, str):
         m = _SURROGATE.search(value)
-        return None if m is None else (field, f"holds a lone surrogate ({escaped(m.group())} at character {m.start()}), which is not text")
+        return None if m is None else (field, f"holds a lone surrogate ({escaped(m.group())} at character {m.start()}), which is "
+                                              "not text")
     if isinstance(value, dict):
         for key, sub in value.items():
             name = f"{field}.{key}" if field else str(key)

@@ -72,7 +72,8 @@ def part_of(start: int, end: int, rank: Rank, what: str) -> tuple[int, int]:
     if rank.world == 1:
         return start, end
     a, b = part(start, end, rank)
-    log.info(f"{rank.world} processes share {what} [{start}:{end}]; this is rank {rank.rank}: [{a}:{b}]" + ("" if a < b else ", nothing to do"))
+    log.info(f"{rank.world} processes share {what} [{start}:{end}]; this is rank {rank.rank}: [{a}:{b}]"
+             + ("" if a < b else ", nothing to do"))
     return a, b
 
 
@@ -95,7 +96,8 @@ def device_for(rank: Rank, device: str | None, device_map: str | None) -> str:
         return "cuda"
     count = torch.cuda.device_count()
     if rank.local >= count:
-        raise UserError(f"LOCAL_RANK {rank.local} but this node has {count} visible GPUs: launch at most {count} processes per node")
+        raise UserError(f"LOCAL_RANK {rank.local} but this node has {count} visible GPUs: launch at most {count} processes per "
+                        "node")
     return f"cuda:{rank.local}"
 
 

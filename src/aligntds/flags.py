@@ -26,7 +26,8 @@ import argparse
 import dataclasses
 import types
 import typing
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .errors import UserError
 
@@ -43,12 +44,12 @@ def flag(help: str, default: Any = dataclasses.MISSING, *, choices: Sequence | N
 
 class Flags:
     """Base of the option dataclasses: refuses a value outside a field's choices (the command line's rule, for callers
-    of the library), as a one-line `UserError` naming the flag."""
+    of the library; None, an optional flag not given, is allowed), as a one-line `UserError` naming the flag."""
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
             choices, value = f.metadata.get("choices"), getattr(self, f.name)
-            if choices and value not in choices:
+            if choices and value not in choices and value is not None:
                 raise UserError(f"--{f.name} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 

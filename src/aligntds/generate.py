@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -175,7 +175,8 @@ def token_budgets(prompts: Sequence[Sequence[int]], max_new_tokens: int, context
         budgets.append(max_new_tokens if context is None else min(max_new_tokens, context - len(p)))
     capped = sum(1 for b in budgets if b < max_new_tokens)
     if capped:
-        log.warning(f"{capped} prompts leave less than --max_new_tokens={max_new_tokens} tokens of context: their answers are capped")
+        log.warning(f"{capped} prompts leave less than --max_new_tokens={max_new_tokens} tokens of context: their answers are "
+                    "capped")
     return budgets
 
 
@@ -228,7 +229,8 @@ def run(opts: GenOptions, rank: Rank | None = None) -> Path | None:
     return out
 
 
-def _generate(opts: GenOptions, items: list[dict], start: int, model_name: str, dtype, device: str, show: bool = True) -> list[dict]:
+def _generate(opts: GenOptions, items: list[dict], start: int, model_name: str, dtype, device: str,
+              show: bool = True) -> list[dict]:
     """The answer records of `items` (instructions start, start+1, ...): load the model, generate, decode."""
     tok = models.load_tokenizer(adapters.tokenizer_source(model_name), opts.trust_remote_code)
     inputs = [chat_prompt(tok, item["pure_input"], model_name) for item in items]
@@ -255,7 +257,8 @@ def _generate(opts: GenOptions, items: list[dict], start: int, model_name: str, 
         results.append({"id": item["id"], "pure_input": item["pure_input"], "input": text, "output": [answer],
                         "output_ids": ids, "generator": model_name, **extra})
     n_tokens = sum(len(ids) for ids in answers_ids)
-    log.info(f"{len(results)} answers, {n_tokens} tokens, {n_stopped} stopped on EOS, {len(results) - n_stopped} hit --max_new_tokens")
+    log.info(f"{len(results)} answers, {n_tokens} tokens, {n_stopped} stopped on EOS, {len(results) - n_stopped} hit "
+             "--max_new_tokens")
     log.info(f"{n_mismatch} of {len(results)} answers' texts do not re-encode to the generated ids"
              + (" (logit_analysis scores output_ids, the generated ids; the text is what the pages show)" if n_mismatch else ""))
     return results
@@ -288,8 +291,10 @@ def merge_parts(opts: GenOptions, items: list[dict], start: int, end: int) -> Pa
     out = Path(opts.output_file)
     parts = find_parts(out)
     if not parts:
-        raise UserError(f"{part_path(out, 0, 0).parent}: no part files named {part_path(out, 0, 0).name.replace('[0:0]', '[start:end]')}")
-    check_tiling([(a, b, path.name) for a, b, path in parts], start, end, "part", f"this command covers instructions [{start}:{end}]")
+        raise UserError(f"{part_path(out, 0, 0).parent}: no part files named "
+                        f"{part_path(out, 0, 0).name.replace('[0:0]', '[start:end]')}")
+    check_tiling([(a, b, path.name) for a, b, path in parts], start, end, "part", "this command covers instructions "
+                                                                                  f"[{start}:{end}]")
     want = {"n_data": len(items), "data": data_fingerprint(items), "start": start, "end": end}
     results, first = [], None
     for a, b, path in parts:
@@ -305,7 +310,8 @@ def merge_parts(opts: GenOptions, items: list[dict], start: int, end: int) -> Pa
         if first is None:
             first = (path.name, settings)
         elif settings_difference(first[1], settings, keys=PART_KEYS):
-            raise UserError(f"{path.name} was made with other settings than {first[0]} ({settings_difference(first[1], settings, keys=PART_KEYS)})")
+            raise UserError(f"{path.name} was made with other settings than {first[0]} "
+                            f"({settings_difference(first[1], settings, keys=PART_KEYS)})")
         results.extend(answers)
     atomic_write_bytes(out, answers_bytes(results))
     log.info(f"merged {len(parts)} parts into {out}: {len(results)} answers")

@@ -2,8 +2,8 @@
 
 The shards must tile the data exactly: from example 0 to the data length recorded in their
 metadata, with no gap and no overlap (`check_tiling`, which the merge of generated answers shares),
-every record where its file name says, all made with the same settings. Anything else is refused with a message that names the shards; nothing is dropped
-or duplicated silently.
+every record where its file name says, all made with the same settings. Anything else is refused with a message
+that names the shards; nothing is dropped or duplicated silently.
 
     from aligntds.merge import merge_shards
     merge_shards("saved_logits/just_eval/llama2", "llama2", "i2i")
@@ -12,8 +12,8 @@ or duplicated silently.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from . import store
 from .errors import UserError
@@ -32,7 +32,8 @@ def find_shards(shard_dir: Path, pair: str, mode: str) -> list[tuple[int, int, P
     return sorted(found)
 
 
-def check_tiling(tiles: Sequence[tuple[int, int, str]], start: int, end: int | None, what: str = "shard", whole: str = "") -> None:
+def check_tiling(tiles: Sequence[tuple[int, int, str]], start: int, end: int | None, what: str = "shard",
+                 whole: str = "") -> None:
     """Refuse, with one line naming the file, ranges that do not tile examples [start, end) exactly.
 
     tiles: (start, end, file name) of each file, sorted by start; each must begin where the one before it ended.
@@ -70,7 +71,8 @@ def merge_shards(directory: str | Path, pair: str, mode: str) -> Path:
         check_records(records, path, mode)
         indices = [r["index"] for r in records]
         if indices != list(range(start, end)):
-            raise UserError(f"{path}: holds examples {indices[:1]}..{indices[-1:]} ({len(records)} records), its name says [{start}:{end}]")
+            raise UserError(f"{path}: holds examples {indices[:1]}..{indices[-1:]} ({len(records)} records), its name says "
+                            f"[{start}:{end}]")
         for rec in records:
             here = run_settings(rec["meta"])
             if settings is None:

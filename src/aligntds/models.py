@@ -198,15 +198,18 @@ def shared_with_recorded(tok, model_name: str, aligned_meta: dict, i2i_file, tru
         return UserError(
             f"the base tokenizer of {model_name} (vocabulary {len(tok)}, fingerprint {vocab}) differs from the aligned "
             f"tokenizer of {aligned_meta.get('model')} recorded in {i2i_file} (vocabulary "
-            f"{aligned_meta.get('vocab_size')}, fingerprint {aligned_meta.get('vocab')}): token ids would not mean the same text{why}"
+            f"{aligned_meta.get('vocab_size')}, fingerprint {aligned_meta.get('vocab')}): token ids would not mean the same "
+            f"text{why}"
         )
 
     try:
         tok_a = load_tokenizer(aligned_meta.get("model"), trust_remote_code)
     except UserError as e:
-        raise refusal(f" (and the aligned tokenizer, needed to see whether one vocabulary extends the other, did not load: {e})") from None
+        raise refusal(" (and the aligned tokenizer, needed to see whether one vocabulary extends the other, did not load: "
+                      f"{e})") from None
     if vocab_fingerprint(tok_a) != aligned_meta.get("vocab"):
-        raise refusal(f" (and the tokenizer at {aligned_meta.get('model')} is no longer the one recorded, so whether one vocabulary "
+        raise refusal(f" (and the tokenizer at {aligned_meta.get('model')} is no longer the one recorded, so whether one "
+                      "vocabulary "
                       "extends the other cannot be checked)")
     shared = shared_vocab(tok_a, tok)
     if shared is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import log
 from .flags import Flags, flag
 from .presets import DEMO_DIR, DTYPE_NAMES, PAIRS, REPO_ROOT
 from .prompts import TOKENIZATIONS
@@ -62,6 +63,15 @@ class ScoreOptions(Flags):
     tokenization: str = flag("chat: each model's own chat-format ids (one BOS, no stray space token before the answer, the "
                              "data's output_ids when present); reference: the reference implementation's ids (double BOS, answer "
                              "encoded alone), to reproduce published numbers", "chat", choices=TOKENIZATIONS)
+
+    def warn_unused(self) -> None:
+        """Warn about flags given that this run's --mode does not use."""
+        if self.mode == "i2i" and (self.enable_template or self.base_template):
+            log.warning("--enable_template/--base_template apply to --mode i2b and pair only; i2i uses each example's 'input'")
+        if self.mode != "pair" and self.base_device:
+            log.warning("--base_device applies to --mode pair only; this run uses --device")
+        if self.mode == "pair" and self.i2i_pkl_file:
+            log.warning("--i2i_pkl_file is for --mode i2b; --mode pair scores both models itself")
 
 
 @dataclass(kw_only=True)

@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, ContextManager, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import models
 from .errors import UserError
 from .requests import PairRequest, Request  # noqa: F401  (Request: PairRequest's sides, imported from here too)
 from .schema import BASE_PREFIX, DIVERGENCES, SIDE_STATS, array_dtypes
-from .scoring import RANKED_STATS, STAT_DTYPES, BatchedScorer, Scorer, empty_stats, log_softmax_stats, to_host
+from .scoring import RANKED_STATS, STAT_DTYPES, BatchedScorer, Scorer, device_defaults, empty_stats, log_softmax_stats, to_host
 
 # Log-probs below this (zero probability in float32) are floored, so that a token one model rules out
 # entirely (log-prob -inf) adds a large finite term to a divergence instead of inf or nan.
@@ -132,11 +134,11 @@ class PairScorer(BatchedScorer):
     def __init__(self, aligned_model, base_model, top_k: int, batch_tokens: int, head_bytes: int = 32 << 20,
                  pad_ids: tuple[int, int] = (0, 0), token_ids: tuple = (None, None), shared: int | None = None,
                  names: tuple[str | None, str | None] = (None, None),
-                 base_context: Callable[[], ContextManager] = contextlib.nullcontext):
+                 base_context: Callable[[], AbstractContextManager] = contextlib.nullcontext):
         self.aligned = Scorer(aligned_model, top_k, batch_tokens, head_bytes, pad_ids[0], token_ids[0], name=names[0])
         same_head = base_model.get_output_embeddings() is aligned_model.get_output_embeddings()
-        self.base = Scorer(base_model, top_k, batch_tokens, head_bytes, pad_ids[1], token_ids[1], stand_in=pad_ids[1], name=names[1],
-                           head=self.aligned.head if same_head else None)
+        self.base = Scorer(base_model, top_k, batch_tokens, head_bytes, pad_ids[1], token_ids[1], stand_in=pad_ids[1],
+                           name=names[1], head=self.aligned.head if same_head else None)
         self.base_context = base_context
         va, vb = self.aligned.head.vocab_size, self.base.head.vocab_size
         if shared is None and va != vb:
@@ -178,3 +180,21 @@ class PairScorer(BatchedScorer):
 
     def _finite_keys(self) -> dict[str, Scorer]:
         return {"finite": self.aligned, "base_finite": self.base}
+
+
+def make_scorer(model_list: Sequence, toks: Sequence, names: Sequence[str], top_k: int, device: str,
+                batch_tokens: int | None = None, stand_in: bool = False, shared: int | None = None,
+                base_context: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> Scorer | PairScorer:
+    """The scorer of a run: a `Scorer` of one model, a `PairScorer` of two (aligned first), each with its tokenizer's
+    pad id and token ids, under `batch_tokens` padded tokens per batch (default: the device's, `device_defaults`).
+
+    stand_in: one model that is fed a stand-in (its pad id) for an answer id it does not have (i2b: a token only the
+    aligned vocabulary has; the caller marks those positions). shared, base_context: see `PairScorer`.
+    """
+    kw = {**device_defaults(device), "top_k": top_k}
+    kw["batch_tokens"] = batch_tokens or kw["batch_tokens"]
+    pads, ids = [models.pad_id(t) for t in toks], [models.token_ids(t) for t in toks]
+    if len(model_list) == 2:
+        return PairScorer(*model_list, pad_ids=tuple(pads), token_ids=tuple(ids), shared=shared, names=tuple(names),
+                          base_context=base_context, **kw)
+    return Scorer(model_list[0], pad_id=pads[0], token_ids=ids[0], stand_in=pads[0] if stand_in else None, name=names[0], **kw)

@@ -251,7 +251,8 @@ def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, tr
     top_k = stored_k(joined)
     sides = {(j.aligned_topk_ids.shape[1], j.base_topk_ids.shape[1]) for j in joined if len(j.response_ids)}
     if any(a != b for a, b in sides):
-        log.warning(f"i2i and i2b stored different numbers of candidates ({sorted(sides)[0]}): the top-k metrics use the {top_k} both have")
+        log.warning(f"i2i and i2b stored different numbers of candidates ({sorted(sides)[0]}): the top-k metrics use the {top_k} "
+                    "both have")
     examples = compute(joined, (10, top_k))
     for ex in examples:
         ex["query"] = bare_query(ex["base_prompt"], b_meta.get("template"), source)

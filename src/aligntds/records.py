@@ -12,9 +12,9 @@ prefix), and one check serves every reader (`check_records`: the merge, i2b read
 
 from __future__ import annotations
 
+import logging
 import platform
 import subprocess
-import logging
 from functools import lru_cache
 from pathlib import Path
 
@@ -104,7 +104,8 @@ def check_records(records: list[dict], path: str | Path, mode: str) -> None:
             if not key.positions or key.name not in rec or key.name == "response_ids":
                 continue
             if not isinstance(rec[key.name], np.ndarray) or rec[key.name].shape[:1] != (t,):
-                raise UserError(f"{path}: record {n} (id={rec['id']}): {key.name} is not an array of {t} positions (the answer's length)")
+                raise UserError(f"{path}: record {n} (id={rec['id']}): {key.name} is not an array of {t} positions (the answer's "
+                                "length)")
             _check_finite(rec[key.name], key.name, f"{path}: record {n} (id={rec['id']})")
 
 
@@ -123,7 +124,8 @@ def _check_finite(values: np.ndarray, key: str, where: str) -> None:
 def i2i_records_for(path: str | None, items: list[dict], start: int, end: int) -> list[dict]:
     """i2b: the i2i record of each example in [start, end) (of the data `items`), checked against the data file."""
     if not path:
-        raise UserError("--mode i2b needs --i2i_pkl_file: the i2i records of the same data (merged, or a shard covering the slice)")
+        raise UserError("--mode i2b needs --i2i_pkl_file: the i2i records of the same data (merged, or a shard covering the "
+                        "slice)")
     records = store.load_records(path)
     check_records(records, path, "i2i")
     by_index: dict[int, dict] = {}
@@ -138,7 +140,8 @@ def i2i_records_for(path: str | None, items: list[dict], start: int, end: int) -
         if rec is None:
             raise UserError(f"{path}: no record for example {i} (id={items[i]['id']}); {held}")
         if rec["id"] != items[i]["id"]:
-            raise UserError(f"{path}: example {i} has id {rec['id']!r} but the data file says {items[i]['id']!r}: made from another data file?")
+            raise UserError(f"{path}: example {i} has id {rec['id']!r} but the data file says {items[i]['id']!r}: made from "
+                            "another data file?")
         if rec["probe_text"] != answer_of(items[i]):
             raise UserError(f"{path}: the answer of example {i} (id={rec['id']}) differs from output[0] in the data file")
         out.append(rec)
@@ -159,8 +162,8 @@ def provenance(meta: dict, side: str) -> dict | str:
     versions = meta.get("versions") or {}
     return {"mode": meta.get("mode"), "model": meta.get(f"{prefix}model"), "revision": meta.get(f"{prefix}revision"),
             "dtype": meta.get("dtype"), "template": meta.get("template") if side == "base" else None, "top_k": meta.get("top_k"),
-            "tokenization": meta.get("tokenization"), "adapter": meta.get(f"{prefix}adapter"), "version": versions.get("aligntds"),
-            "git": versions.get("git")}
+            "tokenization": meta.get("tokenization"), "adapter": meta.get(f"{prefix}adapter"),
+            "version": versions.get("aligntds"), "git": versions.get("git")}
 
 
 def run_settings(meta: dict) -> dict:

@@ -53,7 +53,8 @@ def join_reference(a_recs, b_recs, a_path, b_path, truncate: bool) -> tuple[list
             if not truncate:
                 raise UserError(
                     f"{b_path}: record {n} (id={a.get('id')}) has {len(base_ids)} positions, {a_path} has {len(aligned_ids)} "
-                    "(the reference re-encoded the answer text); --truncate_mismatched cuts both to the shorter, as the reference did"
+                    "(the reference re-encoded the answer text); --truncate_mismatched cuts both to the shorter, as the "
+                    "reference did"
                 )
             cut += 1
             t = min(len(aligned_ids), len(base_ids))

@@ -107,7 +107,7 @@ def page_data(ex: dict, tokens: dict[int, str], k: int = 10) -> dict:
     token, often far smaller, with four significant digits. KL, Jaccard and WS are at k (10, or the
     stored top-k when fewer were stored). `spans` are the answer text per token (the prefixes are the prompts
     followed by them), `marks` and `empty` what the tables show for whitespace and for an empty token."""
-    ids = set(ex["response_ids"].tolist()) | set(ex["aligned_topk_ids"].ravel().tolist()) | set(ex["base_topk_ids"].ravel().tolist())
+    ids = {*ex["response_ids"].tolist(), *ex["aligned_topk_ids"].ravel().tolist(), *ex["base_topk_ids"].ravel().tolist()}
     m = ex["metrics"]
     t = len(ex["response_ids"])
     return {

@@ -24,8 +24,8 @@ gets, per side, its prompt text and ids, plus the one answer all sides score (`p
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -97,7 +97,8 @@ class Side:
         return fill_template(self.template, item[self.field])
 
 
-def sides_for(mode: str, encoders: Sequence[ChatEncoder], contexts: Sequence[int | None], template: str | None = None) -> list[Side]:
+def sides_for(mode: str, encoders: Sequence[ChatEncoder], contexts: Sequence[int | None],
+              template: str | None = None) -> list[Side]:
     """One `Side` per model of a run of `mode`, in the order of `PROMPT_FIELDS[mode]` (pair: aligned, then base):
     the aligned model on `input`, the base model on `pure_input` in `template`. encoders, contexts: one per side."""
     return [

@@ -75,8 +75,9 @@ topk_ids              int32    [T,k]  all       side        top-k ids of the ful
                                                             descending (output rows no token maps to are left out)
 topk_logprobs         float32  [T,k]  all       side,-inf   their log-probs
 token_logprob         float32  [T]    all       side,-inf   log-prob of the answer token (-inf: a token the model does not have)
-token_rank            int32    [T]    all       side        exact 0-based rank of the answer token over the whole vocabulary: the
-                                                            number of tokens strictly more likely (-1: a token the model does not have)
+token_rank            int32    [T]    all       side        exact 0-based rank of the answer token over the whole vocabulary:
+                                                            the number of tokens strictly more likely (-1: a token the model
+                                                            does not have)
 entropy               float32  [T]    all       side        entropy of the position's distribution, nats
 n_truncated           int      -      all       -           answer tokens dropped to fit the context (almost always 0)
 final_generated_text  str      -      i2i,pair  -           the answer ids decoded in context (after the prompt)
@@ -93,7 +94,8 @@ kl_aligned_base       float32  [T]    pair      -           exact full-vocabular
 kl_base_aligned       float32  [T]    pair      -           exact full-vocabulary KL(P_base||P_aligned), nats
 js                    float32  [T]    pair      -           exact Jensen-Shannon divergence, nats (at most log 2)
 tv                    float32  [T]    pair      -           exact total variation (at most 1)
-meta                  dict     -      all       -           how the run was made (`META_KEYS`); one dict shared by a file's records
+meta                  dict     -      all       -           how the run was made (`META_KEYS`), one dict shared by a file's
+                                                            records
 """
 
 # The keys of a record's `meta`, in order: name, modes, "run" for a run setting (the shards of one run, and a shard

@@ -27,7 +27,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -178,7 +178,8 @@ def log_softmax_stats(
         entropy[bad] = log_total[bad] - torch.where(e[bad] > 0, e[bad] * z[bad], 0.0).sum(dim=1) / total[bad]
     del e
     top_z, top_ids = torch.topk(z, top_k, dim=1)
-    out = {"topk_ids": top_ids, "topk_logprobs": top_z - log_total[:, None], "entropy": entropy, "finite": torch.isfinite(log_total)}
+    out = {"topk_ids": top_ids, "topk_logprobs": top_z - log_total[:, None], "entropy": entropy,
+           "finite": torch.isfinite(log_total)}
     vocab = z.shape[1]
     for name, ids in (("token", targets), ("aligned", aligned_top1)):
         if ids is None:
@@ -258,7 +259,7 @@ class BatchedScorer:
     def _validate(self, requests: Sequence) -> None:
         pass
 
-    def _finite_keys(self) -> dict[str, "Scorer"]:
+    def _finite_keys(self) -> dict[str, Scorer]:
         """{stats key of a bool [T] `finite` array: the scorer whose logits it describes}."""
         raise NotImplementedError
 
@@ -416,7 +417,7 @@ class Scorer(BatchedScorer):
     def _empty(self, request: Request) -> dict[str, np.ndarray]:
         return empty_stats(self.top_k, request.aligned_top1 is not None)
 
-    def _finite_keys(self) -> dict[str, "Scorer"]:
+    def _finite_keys(self) -> dict[str, Scorer]:
         return {"finite": self}
 
     @property
@@ -436,7 +437,8 @@ class Scorer(BatchedScorer):
             hint = "the model's weights, or what they compute, hold NaN or inf"
         else:
             hint = "run with --dtype float32; if that fails too, the model's weights hold NaN or inf"
-        return f"{name}: the logits of {self.name} in {dtype} are not finite (NaN or inf) {where}: {hint}; no records were written"
+        return (f"{name}: the logits of {self.name} in {dtype} are not finite (NaN or inf) {where}: {hint}; "
+                "no records were written")
 
     @torch.inference_mode()
     def check_head(self, request: Request, max_tokens: int = 32, name: str | None = None) -> float:

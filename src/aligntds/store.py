@@ -176,5 +176,6 @@ def find_parts(output: str | os.PathLike) -> list[tuple[int, int, Path]]:
     output = Path(output)
     pattern = re.compile(re.escape(output.stem) + r"\.\[(\d+):(\d+)\]" + re.escape(output.suffix) + "$")
     folder = part_path(output, 0, 0).parent
-    found = [(int(m[1]), int(m[2]), path) for path in folder.glob("*") if (m := pattern.match(path.name))] if folder.is_dir() else []
-    return sorted(found)
+    if not folder.is_dir():
+        return []
+    return sorted((int(m[1]), int(m[2]), path) for path in folder.glob("*") if (m := pattern.match(path.name)))

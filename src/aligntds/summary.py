@@ -313,7 +313,8 @@ def _analyses_lines(s: dict, tokens: int) -> list[str]:
         lines.append(f"  forking tokens (count at high-entropy positions, shifted share): {_tokens(e['forking_tokens'], tokens)}")
     sp = s["spikes"]
     if sp["threshold"] is not None:
-        lines.append(f"  spikes (KL > {sp['threshold']:.4g}, {sp['rule']}): {sp['positions']:,} positions in {sp['examples']} examples")
+        lines.append(f"  spikes (KL > {sp['threshold']:.4g}, {sp['rule']}): {sp['positions']:,} positions in {sp['examples']} "
+                     "examples")
     for key, title in (("shifted_share", "shifted share"), ("max_kl", "max KL")):
         shown = ", ".join(f"{x['id']} ({x['value']:.3g})" for x in s["top_examples"][key][:5])
         lines.append(f"  most shifted examples by {title}: {shown or '-'}")
@@ -335,7 +336,8 @@ def format_summary(s: dict, tokens: int = 12) -> str:
     if gm is None:
         lines.append("  greedy mismatches: unknown (reference pickles hold no answer token ids)")
     elif gm["positions"]:
-        lines.append(f"  greedy mismatches: {gm['positions']:,} positions ({100 * gm['ratio']:.2f}%) in {gm['examples']} examples:"
+        lines.append(f"  greedy mismatches: {gm['positions']:,} positions ({100 * gm['ratio']:.2f}%) in {gm['examples']} "
+                     "examples:"
                      " there the answer token is not the aligned model's top-1")
         first = gm["first_position"]
         lines.append(f"    at position 0: {first['mismatches']} of {first['examples']} examples ({100 * first['ratio']:.1f}%); "

@@ -11,8 +11,8 @@ models are built from small configs with seeded random weights, and both are sav
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 

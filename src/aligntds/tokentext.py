@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 WHITESPACE = {" ": "·", "\n": "↵", "\t": "→"}
 EMPTY = "∅"

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import inspect
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import run_cli, setup_logging
-from ..flags import from_args, make_parser as flag_parser
+from ..flags import from_args
+from ..flags import make_parser as flag_parser
 
 
 def script(options: type, prog: str, work: Callable, ranked: bool = False) -> tuple[Callable, Callable]:

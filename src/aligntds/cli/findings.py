@@ -1,4 +1,4 @@
-"""`scripts/demo_findings.py I2B_PKL`: the findings of a merged i2b file, in a few lines or as JSON (`options.FindingsOptions`)."""
+"""`scripts/demo_findings.py I2B_PKL`: the findings of a merged i2b file, as text or JSON (`options.FindingsOptions`)."""
 
 import json
 from pathlib import Path
