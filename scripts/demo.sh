@@ -18,6 +18,11 @@ logits=saved_logits/just_eval
 i2b=$logits/demo_tp/demo-i2b.pkl
 prepared=saved_logits/prepared/just_eval+demo.pkl
 
+# The code data_prep and the pages are made by: a step is redone when it changed.
+pkg=src/aligntds
+prep_code="$pkg/prepare.py $pkg/join.py $pkg/slices.py $pkg/summary.py $pkg/records.py $pkg/tokentext.py"
+page_code="$pkg/report.py $pkg/plots.py $pkg/summary.py $pkg/records.py $pkg/tokentext.py $(echo $pkg/templates/*)"
+
 fresh() {  # fresh OUT IN...: OUT exists and is newer than every IN
     local out=$1
     shift
@@ -35,8 +40,8 @@ if ! fresh "$i2b" "$data"; then
     # Two processes of one CPU thread each stand in for two GPUs.
     OMP_NUM_THREADS=1 scripts/run_shards.sh 2 demo "$data"
 fi
-fresh "$prepared" "$i2b" src/aligntds/prepare.py src/aligntds/summary.py src/aligntds/tokentext.py || "$PYTHON" src/demo/data_prep.py demo "$logits/demo/demo-i2i.pkl" "$i2b" --slice_by category
-fresh docs/demo_justeval/index.html "$prepared" src/aligntds/report.py src/aligntds/plots.py src/aligntds/tokentext.py src/aligntds/templates/* ||
+fresh "$prepared" "$i2b" $prep_code || "$PYTHON" src/demo/data_prep.py demo "$logits/demo/demo-i2i.pkl" "$i2b" --slice_by category
+fresh docs/demo_justeval/index.html "$prepared" $page_code ||
     "$PYTHON" src/demo/generate_html.py demo
 echo
 "$PYTHON" scripts/demo_findings.py "$i2b"

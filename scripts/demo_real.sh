@@ -30,6 +30,11 @@ logits=saved_logits/just_eval
 i2b=$logits/${pair}_tp/$pair-i2b.pkl
 prepared=saved_logits/prepared/just_eval+$pair.pkl
 
+# The code data_prep and the pages are made by: a step is redone when it changed.
+pkg=src/aligntds
+prep_code="$pkg/prepare.py $pkg/join.py $pkg/slices.py $pkg/summary.py $pkg/records.py $pkg/tokentext.py"
+page_code="$pkg/report.py $pkg/plots.py $pkg/summary.py $pkg/records.py $pkg/tokentext.py $(echo $pkg/templates/*)"
+
 fresh() {  # fresh OUT IN...: OUT exists and is newer than every IN
     local out=$1
     shift
@@ -60,8 +65,8 @@ if ! fresh "$i2b" "$data"; then
     # Two processes of one CPU thread each; i2b: the same weights (--base_model) on the query in the reference template.
     OMP_NUM_THREADS=1 scripts/run_shards.sh 2 "$pair" "$data" --aligned_model "$model" --base_model "$model" --device cpu
 fi
-fresh "$prepared" "$i2b" src/aligntds/prepare.py src/aligntds/summary.py src/aligntds/tokentext.py || "$PYTHON" src/demo/data_prep.py "$pair" "$logits/$pair/$pair-i2i.pkl" "$i2b"
-fresh "docs/${pair}_justeval/index.html" "$prepared" src/aligntds/report.py src/aligntds/plots.py src/aligntds/tokentext.py src/aligntds/templates/* || "$PYTHON" src/demo/generate_html.py "$pair"
+fresh "$prepared" "$i2b" $prep_code || "$PYTHON" src/demo/data_prep.py "$pair" "$logits/$pair/$pair-i2i.pkl" "$i2b"
+fresh "docs/${pair}_justeval/index.html" "$prepared" $page_code || "$PYTHON" src/demo/generate_html.py "$pair"
 echo
 "$PYTHON" scripts/demo_findings.py "$i2b" --style ''
 echo

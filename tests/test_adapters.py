@@ -15,7 +15,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from peft import PeftModel
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from aligntds.adapters import load_pair
@@ -25,6 +24,10 @@ from aligntds.pair import PairRequest, PairScorer
 from aligntds.scoring import Request, Scorer
 from aligntds.store import load_records
 from helpers import make_adapter, one_error_line
+
+# peft, an optional extra, takes seconds to import: it is imported where a test needs it, so that collecting the
+# quick loop (pytest -m "not slow") does not pay for it.
+pytestmark = pytest.mark.slow  # end-to-end runs with adapters, and the peft import (3 s)
 
 TOL = 1e-4  # merged weights round differently from base + adapter in float32 (seen: 1.6e-5)
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -154,6 +157,8 @@ def test_an_adapter_on_the_output_layer_is_merged(tmp_path, data_file, pair_llam
     pair = run(data_file, tmp_path / "pa", "pair", adapter, None, "--enable_template")
     assert "changes the output layer, so it was merged" in capsys.readouterr().err and len(loads) == 2
     assert_same_scores(pair, run(data_file, tmp_path / "pm", "pair", merged, pair_llama["base"], "--enable_template"))
+
+    from peft import PeftModel
 
     inner = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(pair_llama["base"]), adapter).eval().get_base_model()
     with pytest.raises(UserError, match="differs from the model's forward pass"):

@@ -159,7 +159,12 @@ def test_a_lone_surrogate_is_refused_before_any_model_loads(tmp_path, capsys):
     assert generate_outputs(["--data_file", str(bad), "--output_file", str(tmp_path / "o.json"), "--model", str(missing)]) == 2
     one_error_line(capsys, str(bad), "example 0", "field 'instruction'", "lone surrogate")
     assert not (tmp_path / "s").exists() and not (tmp_path / "o.json").exists()
-    # As users run it: the one line reaches a real stderr (a surrogate in it would fail to encode).
+
+
+@pytest.mark.slow  # the script as a command, in a process of its own
+def test_a_lone_surrogate_is_one_line_on_a_real_stderr(tmp_path):
+    """As users run it: the one line reaches a real stderr (a surrogate in it would fail to encode)."""
+    bad, missing = tmp_path / "surrogate.json", tmp_path / "no-model"
     bad.write_text('[{"id": "a", "input": "q", "output": ["half \\ud83d emoji"]}]')
     run = subprocess.run([sys.executable, str(REPO / "src/logit_analysis.py"), "--data_file", str(bad), "--logits_folder",
                           str(tmp_path / "s"), "--mode", "i2i", "--aligned_model", str(missing)], capture_output=True, text=True)

@@ -293,6 +293,7 @@ def test_run_shards_generates_then_scores(tmp_path, chat_model, instructions, on
     assert len(load_records(tmp_path / "runs" / "t_tp" / "t-i2b.pkl")) == len(QUERIES)
 
 
+@pytest.mark.slow  # peft
 def test_answers_of_an_adapter(tmp_path, chat_model, instructions):
     """--model accepts a PEFT adapter (on the base weights it names; the tokenizer and chat template are the base's):
     its answers are those of the merged full model."""

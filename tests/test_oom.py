@@ -103,6 +103,7 @@ def test_pair_scorer_splits_too(pair_llama):
     assert scorer.batch_tokens <= 100
 
 
+@pytest.mark.slow  # three logit_analysis runs
 def test_oom_end_to_end_gives_the_same_records(tmp_path, data_file, pair_llama, monkeypatch, capsys):
     args = ["--data_file", str(data_file), "--pair", "t", "--mode", "i2i", "--aligned_model", str(pair_llama["aligned"])]
     assert logit_analysis([*args, "--logits_folder", str(tmp_path / "clean")]) == 0

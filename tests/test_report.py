@@ -205,6 +205,7 @@ def test_model_text_is_escaped(report):
     assert "<script>alert" not in index and "&lt;script&gt;alert(&#39;prompt&#39;)" in index
 
 
+@pytest.mark.slow  # generate_html twice
 def test_limit_writes_only_reachable_pages(tmp_path, report):
     out = tmp_path / "h"
     out.mkdir()
