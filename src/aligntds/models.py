@@ -1,8 +1,8 @@
-"""Model pairs and loading: presets, dtype and device choice, tokenizer checks.
+"""Model pairs and loading: the presets (declared in `aligntds.presets`), dtype and device choice, tokenizer checks.
 
 A pair is a base model and its aligned version; they must share a vocabulary (token id i means the
 same text in both), which `vocab_fingerprint` lets us check across runs and machines, or one's
-vocabulary must be the other's plus appended tokens (`shared_vocab`).
+vocabulary must be the other's plus appended tokens (`shared_vocab`, `shared_ids`, `shared_with_recorded`).
 
     from aligntds.models import resolve_pair, load_tokenizer, load_model
     base, aligned = resolve_pair("llama2")
