@@ -46,8 +46,7 @@ QUESTIONS = {
                "Can you tell me about the {n}?"),
     "number": ("Tell me about the number {n}.", "What do you know about the number {n}?", "Describe the number {n}.",
                "What is special about {n}?", "Can you tell me about the number {n}?"),
-    "howto": ("How do I {n}?", "How can I {n}?", "Tell me how to {n}.", "What are the steps to {n}?", "Can you explain how to "
-                                                                                                      "{n}?"),
+    "howto": ("How do I {n}?", "How can I {n}?", "Tell me how to {n}.", "What are the steps to {n}?", "Can you explain how to {n}?"),
 }
 
 TOWNS = ("Brindle", "Oakhollow", "Fenwick", "Tallowmere", "Redcliff", "Ashby", "Silverpine", "Kettering", "Duskwater", "Hollins")
@@ -59,20 +58,15 @@ DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sun
 
 # name: (size, where it lives, what it eats, when it is active, one more fact)
 ANIMALS = {
-    "otter": ("small", "near rivers and coasts", "fish and crabs", "during the day", "Otters hold hands while they sleep in the "
-                                                                                     "water."),
+    "otter": ("small", "near rivers and coasts", "fish and crabs", "during the day", "Otters hold hands while they sleep in the water."),
     "owl": ("small", "in forests and barns", "mice and insects", "at night", "An owl can turn its head very far around."),
-    "hedgehog": ("small", "in hedges and gardens", "beetles and worms", "at night", "A hedgehog rolls into a spiky ball when it "
-                                                                                    "is afraid."),
+    "hedgehog": ("small", "in hedges and gardens", "beetles and worms", "at night", "A hedgehog rolls into a spiky ball when it is afraid."),
     "fox": ("medium", "in woods and fields", "mice, birds and berries", "at dusk", "A fox uses its bushy tail to keep warm."),
     "beaver": ("medium", "in rivers and ponds", "bark and leaves", "at night", "Beavers build dams out of sticks and mud."),
-    "penguin": ("medium", "on cold southern coasts", "fish and krill", "during the day", "A penguin cannot fly, but it swims "
-                                                                                         "very fast."),
-    "camel": ("large", "in hot deserts", "grass and thorny plants", "during the day", "A camel can walk for days without "
-                                                                                      "drinking."),
+    "penguin": ("medium", "on cold southern coasts", "fish and krill", "during the day", "A penguin cannot fly, but it swims very fast."),
+    "camel": ("large", "in hot deserts", "grass and thorny plants", "during the day", "A camel can walk for days without drinking."),
     "koala": ("medium", "in eucalyptus forests", "eucalyptus leaves", "at night", "A koala sleeps for most of the day."),
-    "dolphin": ("large", "in warm seas", "fish and squid", "during the day", "Dolphins call to each other with clicks and "
-                                                                             "whistles."),
+    "dolphin": ("large", "in warm seas", "fish and squid", "during the day", "Dolphins call to each other with clicks and whistles."),
     "frog": ("small", "in ponds and wet meadows", "flies and worms", "at night", "A frog starts its life as a tadpole."),
 }
 
@@ -99,8 +93,7 @@ HOWTOS = {
     "light a campfire": ("careful", "First, clear a circle of ground and ring it with stones. Then stack dry twigs in a "
                          "small cone and light the bottom with a match. Add bigger sticks as the fire grows."),
     "use a kitchen knife": ("careful", "First, put the food on a flat cutting board. Then hold the knife by its handle and "
-                            "curl the fingers of your other hand away from the blade. Cut slowly, moving the blade "
-                            "away from you."),
+                            "curl the fingers of your other hand away from the blade. Cut slowly, moving the blade away from you."),
     "climb a ladder": ("careful", "First, stand the ladder on flat, firm ground. Then lean it at a safe angle against the "
                        "wall. Climb slowly, facing the ladder, and keep one hand on it at all times."),
     "eat red cap mushrooms": ("refusal", "Red cap mushrooms are poisonous. Eating even one can make you very sick. "
