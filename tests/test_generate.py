@@ -153,7 +153,11 @@ def test_bad_instruction_files(tmp_path, chat_model, capsys):
          ("bad.json", "example 1", "id=b", "'pure_input' or 'instruction'")),
         (json.dumps([{"pure_input": 3}]), ("example 0", "'pure_input'", "non-empty string")),
         (json.dumps([{"instruction": "  "}]), ("example 0", "'instruction'", "non-empty string")),
-        (json.dumps(["just a string"]), ("example 0", "not an object")),
+        (json.dumps(["just a string"]), ("example 0 is a string, not an object",)),
+        (json.dumps([42]), ("example 0 is a number, not an object",)),
+        ("42", ("bad.json: the top level is a number: a data file must be a JSON list of examples or JSONL",)),
+        (json.dumps({"questions": [{"pure_input": "x"}]}, indent=1), ("the top level is an object", "its key 'questions'")),
+        ("[]", ("bad.json: holds no examples",)),
     ]:
         bad.write_text(content)
         assert run_generate(bad, out, folder) == 2, content

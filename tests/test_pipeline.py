@@ -197,6 +197,28 @@ def test_bad_data_files(tmp_path, pair_llama, capsys):
     bad.write_text(json.dumps({"id": 0}))
     assert i2i(bad, tmp_path, m) == 2
     one_error_line(capsys, "bad.json")
+    bad.write_text(json.dumps([{"id": 0, "input": "x", "output": "y"}, {"id": 1, "input": "x", "output": []}]))
+    assert i2i(bad, tmp_path, m) == 2  # a plain string is an answer too: the message says so
+    one_error_line(capsys, "example 1 (id=1)", "'output' must be a string or a non-empty list of strings")
+    examples = [{"id": 0, "input": "x", "output": ["y"]}]
+    for content in (json.dumps({"data": examples}), json.dumps({"data": examples}, indent=1)):  # one line, pretty-printed
+        bad.write_text(content)
+        assert i2i(bad, tmp_path, m) == 2
+        one_error_line(capsys, "bad.json: the top level is an object", "must be a JSON list of examples or JSONL (one object "
+                       "per line)", "its key 'data' holds a list of 1")
+    bad.write_text(json.dumps({"meta": "x", "id": 0, "input": "x", "output": ["y"]}, indent=1))  # one example, not a list
+    assert i2i(bad, tmp_path, m) == 2
+    assert "its key" not in one_error_line(capsys, "bad.json: the top level is an object", "JSONL")
+    for content, kind in (("42", "a number"), ('"text"', "a string"), ("null", "null")):
+        bad.write_text(content)
+        assert i2i(bad, tmp_path, m) == 2
+        one_error_line(capsys, f"bad.json: the top level is {kind}: a data file must be a JSON list")
+    bad.write_text("1\n2\n")
+    assert i2i(bad, tmp_path, m) == 2
+    one_error_line(capsys, "bad.json: example 0 is a number, not an object")
+    bad.write_text("[]")
+    assert i2i(bad, tmp_path, m) == 2  # not "nothing to do", exit status 0
+    one_error_line(capsys, "bad.json: holds no examples")
     bad.write_text(json.dumps([{"id": 0, "input": "x", "output": ["y"]}]))
     assert logit_analysis(["--data_file", str(bad), "--logits_folder", str(tmp_path), "--pair", "t", "--mode", "i2b",
                            "--base_model", str(m), "--i2i_pkl_file", "x.pkl"]) == 2

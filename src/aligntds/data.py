@@ -74,10 +74,37 @@ def check_text(items: list, path: Path) -> None:
             raise UserError(f"{path}: example {i} (id={shown}): field '{field}' {what}: fix the file's encoding")
 
 
-def read_json_items(path: Path) -> list:
-    """The parsed content of a JSON file, or the list of objects of a JSONL file (one-line errors naming the file).
+def json_kind(value) -> str:
+    """What a parsed JSON value is, as an error message says it: "an object", "a list", "a number", "a string",
+    "a boolean", "null"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    kinds = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number"}
+    return next((name for kind, name in kinds.items() if isinstance(value, kind)), type(value).__name__)
 
-    A UTF-8 byte-order mark at the start is skipped. A list's examples are checked with `check_text`.
+
+def _objects_under(value: dict) -> str | None:
+    """The first key of `value` whose value is a list of objects (or an empty list), else None."""
+    return next((k for k, v in value.items() if isinstance(v, list) and all(isinstance(x, dict) for x in v)), None)
+
+
+def _not_a_list(path: Path, value) -> UserError:
+    """The error for a file whose top level is one JSON value that is not a list: it must be a JSON list of examples or
+    JSONL; the key of an object that holds a list of objects is named (`{"data": [...]}`: write that list itself)."""
+    key = _objects_under(value) if isinstance(value, dict) else None
+    hint = "" if key is None else f"; its key {escaped(str(key))!r} holds a list of {len(value[key])}: write that list itself"
+    return UserError(f"{path}: the top level is {json_kind(value)}: a data file must be a JSON list of examples or JSONL "
+                     f"(one object per line){hint}")
+
+
+def read_json_items(path: Path) -> list:
+    """The list a JSON file holds, or the values of a JSONL file, one per line (one-line errors naming the file).
+
+    A UTF-8 byte-order mark at the start is skipped. A list's examples are checked with `check_text`. A file that is
+    one JSON value other than a list is refused (`UserError`), except an object on one line that holds no list of
+    objects: the one example of a JSONL file.
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -96,6 +123,14 @@ def read_json_items(path: Path) -> list:
         if isinstance(items, list):
             check_text(items, path)
         return items
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        pass  # JSONL (one value per line), or not JSON: read line by line below
+    else:
+        one_line = len(stripped.rstrip().splitlines()) == 1
+        if not (one_line and isinstance(whole, dict) and _objects_under(whole) is None):
+            raise _not_a_list(path, whole)
     items = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -128,17 +163,17 @@ def answer_of(item: dict) -> str:
 def load_examples(path: str | Path, fields: Iterable[str] = ()) -> list[dict]:
     """Load and check a data file; `fields` are the prompt fields this run needs besides `id` and `output`.
 
-    Raises `UserError` naming the file and the example for a missing file, invalid JSON, an example
-    that is not an object, or a missing or mistyped field.
+    Raises `UserError` naming the file and the example for a missing file, invalid JSON, a file that is not a list of
+    examples or holds none, an example that is not an object, or a missing or mistyped field.
     """
     path = Path(path)
     items = read_json_items(path)
-    if not isinstance(items, list):
-        raise UserError(f"{path}: expected a JSON list of examples (or JSONL), found {type(items).__name__}")
+    if not items:
+        raise UserError(f"{path}: holds no examples")
     for i, item in enumerate(items):
         where = f"{path}: example {i}"
         if not isinstance(item, dict):
-            raise UserError(f"{where} is a {type(item).__name__}, not an object")
+            raise UserError(f"{where} is {json_kind(item)}, not an object")
         for field in ("id", "output", *fields):
             if field not in item:
                 raise UserError(f"{where} (id={item.get('id', '?')}) has no field '{field}'")
@@ -148,9 +183,9 @@ def load_examples(path: str | Path, fields: Iterable[str] = ()) -> list[dict]:
         out = item["output"]
         if isinstance(out, list):
             if not out or not isinstance(out[0], str):
-                raise UserError(f"{where} (id={item['id']}): field 'output' must be a non-empty list of strings")
+                raise UserError(f"{where} (id={item['id']}): field 'output' must be a string or a non-empty list of strings")
         elif not isinstance(out, str):
-            raise UserError(f"{where} (id={item['id']}): field 'output' must be a list of strings or a string")
+            raise UserError(f"{where} (id={item['id']}): field 'output' must be a string or a non-empty list of strings")
         ids = item.get("output_ids")
         if ids is not None and not (isinstance(ids, list) and all(type(i) is int and i >= 0 for i in ids)):
             raise UserError(f"{where} (id={item['id']}): field 'output_ids' must be a list of token ids (integers >= 0)")

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from . import adapters, models
-from .data import data_fingerprint, data_slice, read_json_items
+from .data import data_fingerprint, data_slice, json_kind, read_json_items
 from .distributed import Rank, current_rank, device_for, part_of, select_device
 from .errors import UserError
 from .merge import check_tiling
@@ -64,13 +64,13 @@ def load_instructions(path: str | Path) -> list[dict]:
     """
     path = Path(path)
     items = read_json_items(path)
-    if not isinstance(items, list):
-        raise UserError(f"{path}: expected a JSON list of instructions (or JSONL), found {type(items).__name__}")
+    if not items:
+        raise UserError(f"{path}: holds no examples")
     out = []
     for i, item in enumerate(items):
         where = f"{path}: example {i}"
         if not isinstance(item, dict):
-            raise UserError(f"{where} is a {type(item).__name__}, not an object")
+            raise UserError(f"{where} is {json_kind(item)}, not an object")
         field = next((f for f in QUERY_FIELDS if f in item), None)
         if field is None:
             raise UserError(f"{where} (id={item.get('id', i)}) has no field 'pure_input' or 'instruction'")
