@@ -138,7 +138,8 @@ def test_base_weights_from_the_flag(tmp_path, data_file, pair_llama, lora, capsy
     (moved / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": str(tmp_path / "gone")}))
     assert logit_analysis(["--data_file", str(data_file), "--logits_folder", str(tmp_path / "x"), "--pair", "t",
                            "--mode", "i2i", "--aligned_model", str(moved)]) == 2
-    one_error_line(capsys, "gone")
+    one_error_line(capsys, f"the adapter {moved} names the base model {tmp_path / 'gone'}", "which is no folder here",
+                   "give its base weights with --base_model")
     assert_same_scores(run(data_file, tmp_path / "flag", "i2i", moved, pair_llama["base"]),
                        run(data_file, tmp_path / "merged", "i2i", lora[1]))
     cfg["base_model_name_or_path"] = None

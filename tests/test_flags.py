@@ -76,6 +76,7 @@ BEFORE = {
         ("--output_file", "None", True, None, None, None, STORE, None),
         ("--pair", "demo", False, None, None, None, STORE, None),
         ("--model", "None", False, None, None, None, STORE, None),
+        ("--base_model", "None", False, None, None, None, STORE, None),  # added since: an adapter's base weights
         ("--max_new_tokens", "256", False, None, None, "int", STORE, None),
         ("--batch_size", "16", False, None, None, "int", STORE, None),
         ("--start", "0", False, None, None, "int", STORE, None),

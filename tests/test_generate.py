@@ -172,7 +172,11 @@ def test_bad_models_and_flags(tmp_path, chat_model, instructions, capsys):
     assert run_generate(instructions, out, plain) == 2
     one_error_line(capsys, str(plain), "no chat template")
     assert run_generate(instructions, out, tmp_path / "nowhere") == 2
-    one_error_line(capsys, "cannot load tokenizer", "nowhere")
+    one_error_line(capsys, f"--model {tmp_path / 'nowhere'}: no such folder")
+    assert run_generate(instructions, out, chat_model[0], "--base_model", "./gone/base") == 2
+    one_error_line(capsys, "--base_model ./gone/base: no such folder")
+    assert run_generate(instructions, out, tmp_path) == 2
+    one_error_line(capsys, f"--model {tmp_path}: this folder is not a model")
     assert generate(["--data_file", str(instructions), "--output_file", str(out), "--pair", "nope"]) == 2
     one_error_line(capsys, "'nope' is not a preset", "--model")
     assert run_generate(instructions, out, chat_model[0], "--max_new_tokens", "0") == 2
@@ -298,9 +302,9 @@ def test_run_shards_generates_then_scores(tmp_path, chat_model, instructions, on
 
 
 @pytest.mark.slow  # peft
-def test_answers_of_an_adapter(tmp_path, chat_model, instructions):
-    """--model accepts a PEFT adapter (on the base weights it names; the tokenizer and chat template are the base's):
-    its answers are those of the merged full model."""
+def test_answers_of_an_adapter(tmp_path, chat_model, instructions, capsys):
+    """--model accepts a PEFT adapter (on the base weights it names, or --base_model's; the tokenizer and chat template
+    are the base's): its answers are those of the merged full model."""
     folder, tok = chat_model[:2]
     adapter, merged = make_adapter(folder, tmp_path / "adapter", tok, ["q_proj", "v_proj", "up_proj"])
     for model in (adapter, merged, folder):
@@ -309,3 +313,11 @@ def test_answers_of_an_adapter(tmp_path, chat_model, instructions):
     assert [x["generator"] for x in with_adapter] == [str(adapter)] * len(QUERIES)
     strip = lambda items: [{k: v for k, v in x.items() if k != "generator"} for x in items]  # noqa: E731
     assert strip(with_adapter) == strip(full) != strip(plain)
+
+    cfg = json.loads((adapter / "adapter_config.json").read_text())  # an adapter made on another machine
+    (adapter / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": "/elsewhere/base"}))
+    assert run_generate(instructions, tmp_path / "moved.json", adapter) == 2
+    one_error_line(capsys, f"the adapter {adapter} names the base model /elsewhere/base", "give its base weights with "
+                   "--base_model")
+    assert run_generate(instructions, tmp_path / "moved.json", adapter, "--base_model", str(folder)) == 0
+    assert strip(json.loads((tmp_path / "moved.json").read_text())) == strip(full)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -225,9 +226,35 @@ def test_bad_data_files(tmp_path, pair_llama, capsys):
     one_error_line(capsys, "example 0", "'pure_input'")
 
 
-def test_bad_models(tmp_path, data_file, capsys):
-    assert i2i(data_file, tmp_path, tmp_path / "no-such-model") == 2
-    one_error_line(capsys, "cannot load tokenizer", "no-such-model")
+def no_network(monkeypatch):
+    """Any connection attempt fails at once (as with no network, without the hub client's minutes of retries): a name
+    refused before any network access gives its own message, not a failed download."""
+    def refuse(*args, **kwargs):
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def test_bad_models(tmp_path, data_file, pair_llama, monkeypatch, capsys):
+    no_network(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    for name in (str(tmp_path / "no-such-model"), "./nope", "work/tiny/nope", "models/nope", "models/nope@v1"):
+        assert i2i(data_file, tmp_path, name) == 2
+        one_error_line(capsys, f"--aligned_model {name}: no such folder")
+    assert i2b(data_file, tmp_path, "models/nope", tmp_path / "x.pkl") == 2
+    one_error_line(capsys, "--base_model models/nope: no such folder")
+    assert i2i(data_file, tmp_path, pair_llama["aligned"], "--base_model", "./gone") == 2  # an adapter's base weights
+    one_error_line(capsys, "--base_model ./gone: no such folder")
+    assert i2i(data_file, tmp_path, "models") == 2
+    one_error_line(capsys, "--aligned_model models: this folder is not a model: it has no config.json")
+    (tmp_path / "weights.bin").write_text("x")
+    assert i2i(data_file, tmp_path, "weights.bin") == 2
+    one_error_line(capsys, "--aligned_model weights.bin: a file, not a model folder")
+    (tmp_path / "models" / "config.json").write_text((pair_llama["aligned"] / "config.json").read_text())
+    assert i2i(data_file, tmp_path, "models") == 2  # a model's config, no tokenizer: the library's message, whole
+    line = one_error_line(capsys, "cannot load tokenizer 'models'")
+    assert not line.endswith(":"), line
     assert logit_analysis(["--data_file", str(data_file), "--logits_folder", str(tmp_path), "--pair", "nope", "--mode",
                            "i2i"]) == 2
     one_error_line(capsys, "'nope' is not a preset", "--aligned_model")

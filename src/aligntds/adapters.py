@@ -54,6 +54,7 @@ def adapter_config(name: str):
     """
     from transformers.utils import find_adapter_config_file
 
+    models.check_exists(name)
     path, rev = models._split_revision(name)
     try:
         if find_adapter_config_file(path, revision=rev) is None:
@@ -79,7 +80,8 @@ def describe(name: str | None, base: str | None = None) -> dict | None:
     """What `meta` records of an adapter: {"name", "revision", "base"}, or None when `name` is a full model.
 
     revision: the hub commit of the adapter's files (None for a folder); base: the base weights it goes on
-    (`base`, e.g. --base_model, else those it names). Raises `UserError` for an adapter that names no base.
+    (`base`, e.g. --base_model, else those it names). Raises `UserError` for an adapter that names no base, or names a
+    local folder that is not there (an adapter trained on another machine: give --base_model).
     """
     if name is None:
         return None
@@ -90,6 +92,12 @@ def describe(name: str | None, base: str | None = None) -> dict | None:
     if not weights:
         raise UserError(f"the adapter {name} names no base model (base_model_name_or_path in adapter_config.json): give "
                         "--base_model")
+    if not base:
+        try:
+            models.check_exists(weights)
+        except UserError:
+            raise UserError(f"the adapter {name} names the base model {weights} (base_model_name_or_path in its "
+                            "adapter_config.json), which is no folder here: give its base weights with --base_model") from None
     return {"name": name, "revision": _commit(name), "base": weights}
 
 

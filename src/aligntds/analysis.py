@@ -81,6 +81,7 @@ def plan_run(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
     """The models, template, device and dtype, run settings and shard of a run (one-line errors for what is missing)."""
     mode = opts.mode
     base, aligned = models.resolve_pair(opts.pair, opts.base_model, opts.aligned_model)
+    check_folders(opts, base, aligned)
     if mode == "pair" and base is None and aligned is not None:  # an aligned adapter: the base weights it names
         base = (adapters.describe(aligned) or {}).get("base")
     names = {"i2i": [aligned], "i2b": [base], "pair": [aligned, base]}[mode]
@@ -102,6 +103,18 @@ def plan_run(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
     planned = {k: settings[k] for k in meta_keys_of(mode) if k in settings}
     shard = Path(opts.logits_folder) / store.shard_name(opts.pair, mode, start, end)
     return RunPlan(opts, items, start, end, names, weights, device, base_device, dtype, planned, shard, i2i)
+
+
+def check_folders(opts: Options, base: str | None, aligned: str | None) -> None:
+    """Each model this run uses (i2i: the aligned one and the base weights of an aligned adapter, --base_model; i2b: the
+    base one; pair: both) that is a path: one line naming its flag, before any network access, when it is not there or
+    is not a model folder (`models.check_model_folder`)."""
+    used = {"i2i": [(aligned, "aligned"), (opts.base_model, "base")], "i2b": [(base, "base")],
+            "pair": [(aligned, "aligned"), (base, "base")]}[opts.mode]
+    for name, side in used:
+        if name is not None:
+            given = getattr(opts, f"{side}_model") is not None
+            models.check_model_folder(name, f"--{side}_model" if given else f"--pair {opts.pair}'s {side} model")
 
 
 def execute(plan: RunPlan, rank: Rank) -> Path:

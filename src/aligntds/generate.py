@@ -203,6 +203,11 @@ def run(opts: GenOptions, rank: Rank | None = None) -> Path | None:
     _, model_name = models.resolve_pair(opts.pair, None, opts.model)
     if model_name is None:
         raise UserError(f"--pair {opts.pair!r} is not a preset ({', '.join(models.PAIRS)}): give --model")
+    models.check_model_folder(model_name, "--model" if opts.model else f"--pair {opts.pair}'s aligned model")
+    if opts.base_model:
+        models.check_model_folder(opts.base_model, "--base_model")
+        if adapters.describe(model_name, opts.base_model) is None:
+            log.warning(f"--base_model applies to an adapter --model only; {model_name} is a full model")
     device = device_for(rank, opts.device, None)
     select_device(device)
     dtype = models.resolve_dtype(opts.dtype, device)
@@ -232,9 +237,9 @@ def run(opts: GenOptions, rank: Rank | None = None) -> Path | None:
 def _generate(opts: GenOptions, items: list[dict], start: int, model_name: str, dtype, device: str,
               show: bool = True) -> list[dict]:
     """The answer records of `items` (instructions start, start+1, ...): load the model, generate, decode."""
-    tok = models.load_tokenizer(adapters.tokenizer_source(model_name), opts.trust_remote_code)
+    tok = models.load_tokenizer(adapters.tokenizer_source(model_name, opts.base_model), opts.trust_remote_code)
     inputs = [chat_prompt(tok, item["pure_input"], model_name) for item in items]
-    model = adapters.load(model_name, dtype, device, trust_remote_code=opts.trust_remote_code).model
+    model = adapters.load(model_name, dtype, device, opts.base_model, trust_remote_code=opts.trust_remote_code).model
 
     encoder = ChatEncoder(tok)
     prompts = [encoder.prompt_ids(text) for text in inputs]

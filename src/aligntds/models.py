@@ -81,14 +81,45 @@ def _split_revision(name: str) -> tuple[str, str | None]:
     return name, None
 
 
+def looks_local(path: str) -> bool:
+    """True when a model name can only be a local folder, never a hub id (`name` or `org/name`): it starts with `.`, `/`
+    or `~`, has more than one `/`, or its first component is a folder here (`models/x` beside a `models/` folder)."""
+    return path.startswith((".", "/", "~")) or path.count("/") > 1 or ("/" in path and Path(path.split("/")[0]).is_dir())
+
+
+def check_exists(name: str, what: str = "model") -> None:
+    """A one-line `UserError`, before any network access, for a name that can only be a local folder (`looks_local`) and
+    is not there (transformers would otherwise try the hub with it, for minutes without a network). `what` names it in
+    the message (the flag that gave it)."""
+    path, _ = _split_revision(name)
+    if looks_local(path) and not Path(path).exists():
+        tilde = path.startswith("~") and Path(path).expanduser().exists()
+        raise UserError(f"{what} {name}: no such folder" + (" (a ~ is not expanded here: give the full path)" if tilde else ""))
+
+
+def check_model_folder(name: str, what: str = "model") -> None:
+    """`check_exists`, and a one-line `UserError` for a local path that is not a model folder: a file, or a folder with
+    neither a model's `config.json` nor a PEFT adapter's `adapter_config.json`. A hub id is left to the loaders."""
+    check_exists(name, what)
+    path = Path(_split_revision(name)[0])
+    if path.is_file():
+        raise UserError(f"{what} {name}: a file, not a model folder")
+    if path.is_dir() and not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+        raise UserError(f"{what} {name}: this folder is not a model: it has no config.json (a PEFT adapter's has "
+                        "adapter_config.json)")
+
+
 def _load_error(kind: str, name: str, e: Exception) -> UserError:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return UserError(f"cannot load {kind} '{name}': {first}")
+    """The loaders' error as one line: the library's message, its lines joined (cut at 400 characters)."""
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+    return UserError(f"cannot load {kind} '{name}': {text if len(text) <= 400 else text[:399] + '…'}")
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):
+    """The tokenizer of `name` (hub id, `id@revision` or folder); a one-line `UserError` when it cannot be loaded."""
     from transformers import AutoTokenizer
 
+    check_exists(name)
     path, rev = _split_revision(name)
     try:
         return AutoTokenizer.from_pretrained(path, revision=rev, trust_remote_code=trust_remote_code)
@@ -107,6 +138,7 @@ def load_model(
     """Load a causal LM for inference; `device_map="auto"` spreads a large model over the GPUs (accelerate)."""
     from transformers import AutoModelForCausalLM
 
+    check_exists(name)
     path, rev = _split_revision(name)
     kwargs = dict(revision=rev, dtype=dtype, trust_remote_code=trust_remote_code)
     if attn_implementation:

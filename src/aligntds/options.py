@@ -143,6 +143,7 @@ class GenOptions(Flags):
     pair: str = flag(f"a preset whose aligned model answers ({', '.join(PAIRS)})", "demo")
     model: str | None = flag("the aligned model: Hugging Face id (id@revision), local folder, or PEFT adapter (on the base "
                              "weights it names); overrides --pair", None)
+    base_model: str | None = flag("the base weights of an adapter --model (default: those it names)", None)
     max_new_tokens: int = flag("longest answer, in tokens", 256)
     batch_size: int = flag("prompts generated together", 16)
     start: int = flag("first instruction", 0)
