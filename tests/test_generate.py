@@ -251,15 +251,27 @@ def test_ranks_write_parts_that_merge_to_one_process(tmp_path, chat_model, instr
     one_error_line(capsys, "answers.[0:2].json exists with other settings", "max_new_tokens: 24 != 5")
     monkeypatch.delenv("RANK"), monkeypatch.delenv("WORLD_SIZE")
     assert generate([*args, "--merge", "--end", "6"]) == 2
-    one_error_line(capsys, "answers.[5:8].json holds examples up to 8, past the end 6")
+    one_error_line(capsys, "parts/answers.[5:8].json holds examples up to 8, past the end 6")
     (parts / "answers.[0:4].json").write_text((parts / "answers.[0:2].json").read_text())  # a launch with 2 processes
     assert generate([*args, "--merge"]) == 2
-    one_error_line(capsys, "overlap: answers.[0:4].json starts at 0", "already hold examples up to 2")
+    one_error_line(capsys, "overlap: " + str(parts / "answers.[0:4].json starts at 0"), "already hold examples up to 2")
     (parts / "answers.[0:4].json").unlink()
     other = tmp_path / "other.json"
     other.write_text(json.dumps([{"id": f"q{i}", "pure_input": q + "!"} for i, q in enumerate(QUERIES)]))
     assert generate([*gen_flags(other, out, chat_model[0]), "--merge"]) == 2
-    one_error_line(capsys, "answers.[0:2].json was not made by this command's launch on", "data:")
+    one_error_line(capsys, "parts/answers.[0:2].json was made from another instructions file than", "give the launch's "
+                   "--data_file")
+    shorter = write_instructions(tmp_path / "shorter.json", [{"id": f"q{i}", "pure_input": q} for i, q in enumerate(QUERIES[:6])])
+    assert generate([*gen_flags(shorter, out, chat_model[0]), "--merge"]) == 2  # another file, not a range problem
+    one_error_line(capsys, "parts/answers.[0:2].json was made from another instructions file than", "8 instructions",
+                   f"{shorter}: 6")
+    for flag, value, fragment in [("--max_new_tokens", "5", "--max_new_tokens 24, this merge command gives 5"),
+                                  ("--model", str(tmp_path), f"--model {chat_model[0]}, this merge command gives {tmp_path}"),
+                                  ("--dtype", "bfloat16", "--dtype float32, this merge command gives bfloat16")]:
+        assert generate([*args, "--merge", flag, value]) == 2  # the merge command's own settings are the parts'
+        one_error_line(capsys, "parts/answers.[0:2].json was made with " + fragment)
+    assert generate(["--data_file", str(instructions), "--output_file", str(out), "--merge"]) == 0  # none given: none checked
+    assert out.read_bytes() == one_output
     (parts / "answers.[5:8].json").write_text("[1, 2")
     assert generate([*args, "--merge"]) == 2
     one_error_line(capsys, "answers.[5:8].json", "not a readable part file")

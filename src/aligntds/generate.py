@@ -31,6 +31,7 @@ settings, is kept, so a launch that crashed can be run again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -290,18 +291,32 @@ def _check_part(path: Path, settings: dict) -> None:
 def merge_parts(opts: GenOptions, items: list[dict], start: int, end: int) -> Path:
     """Join the part files of `opts.output_file`, in start order, into it: the file one process would have written.
 
-    The parts must tile [start, end) exactly (`merge.check_tiling`), hold as many answers as their names say, and
-    share their settings, made from the instructions `items` (by content). Anything else is a one-line `UserError`.
+    The parts must be made from the instructions `items` (by content), tile [start, end) exactly (`merge.check_tiling`),
+    hold as many answers as their names say, share their settings, and have those the merge command gives itself
+    (`given_settings`: --model or --pair, --max_new_tokens, --dtype). Anything else is a one-line `UserError` naming the
+    part file by its path (`.../parts/NAME.[a:b].json`).
     """
     out = Path(opts.output_file)
     parts = find_parts(out)
     if not parts:
         raise UserError(f"{part_path(out, 0, 0).parent}: no part files named "
                         f"{part_path(out, 0, 0).name.replace('[0:0]', '[start:end]')}")
-    check_tiling([(a, b, path.name) for a, b, path in parts], start, end, "part", "this command covers instructions "
+    first_path = parts[0][2]
+    first = _read_part(first_path).get("settings") or {}
+    here = {"n_data": len(items), "data": data_fingerprint(items)}
+    if settings_difference(first, here, keys=here):  # before the ranges: another file's length is not a range problem
+        raise UserError(f"{first_path} was made from another instructions file than {opts.data_file} ({first.get('n_data')} "
+                        f"instructions, fingerprint {first.get('data')}; {opts.data_file}: {here['n_data']}, {here['data']}): "
+                        "give the launch's --data_file")
+    for key, value in given_settings(opts).items():
+        if first.get(key) != value:
+            flag = {"generator": "--model"}.get(key, f"--{key}")
+            raise UserError(f"{first_path} was made with {flag} {first.get(key)}, this merge command gives {value}: give the "
+                            "launch's settings with --merge (or leave them out)")
+    check_tiling([(a, b, str(path)) for a, b, path in parts], start, end, "part", "this command covers instructions "
                                                                                   f"[{start}:{end}]")
-    want = {"n_data": len(items), "data": data_fingerprint(items), "start": start, "end": end}
-    results, first = [], None
+    want = {**here, "start": start, "end": end}
+    results = []
     for a, b, path in parts:
         part_file = _read_part(path)
         answers = part_file.get("answers")
@@ -311,13 +326,28 @@ def merge_parts(opts: GenOptions, items: list[dict], start: int, end: int) -> Pa
         settings = part_file.get("settings") or {}
         diff = settings_difference(settings, want, keys=want)
         if diff:
-            raise UserError(f"{path.name} was not made by this command's launch on {opts.data_file} ({diff})")
-        if first is None:
-            first = (path.name, settings)
-        elif settings_difference(first[1], settings, keys=PART_KEYS):
-            raise UserError(f"{path.name} was made with other settings than {first[0]} "
-                            f"({settings_difference(first[1], settings, keys=PART_KEYS)})")
+            raise UserError(f"{path} was not made by this command's launch on {opts.data_file} ({diff})")
+        diff = settings_difference(first, settings, keys=PART_KEYS)
+        if diff:
+            raise UserError(f"{path} was made with other settings than {first_path} ({diff})")
         results.extend(answers)
     atomic_write_bytes(out, answers_bytes(results))
     log.info(f"merged {len(parts)} parts into {out}: {len(results)} answers")
     return out
+
+
+def given_settings(opts: GenOptions) -> dict:
+    """The part settings a merge command gives itself, to be checked against the parts': `generator` (--model, or the
+    aligned model of a --pair preset), `max_new_tokens` and `dtype` (not `auto`, which depends on the device); a flag
+    left at its default gives none, so a plain `--merge` joins whatever the launch made."""
+    defaults = {f.name: f.default for f in dataclasses.fields(GenOptions)}
+    given = {}
+    if opts.model or opts.pair != defaults["pair"]:
+        generator = models.resolve_pair(opts.pair, None, opts.model)[1]
+        if generator is not None:
+            given["generator"] = generator
+    if opts.max_new_tokens != defaults["max_new_tokens"]:
+        given["max_new_tokens"] = opts.max_new_tokens
+    if opts.dtype != "auto":
+        given["dtype"] = opts.dtype
+    return given

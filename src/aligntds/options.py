@@ -152,7 +152,8 @@ class GenOptions(Flags):
     device: str | None = flag("cuda, cuda:1, cpu, ... (default: cuda when available)", None)
     trust_remote_code: bool = flag("allow model code from the hub (runs that code)", False)
     merge: bool = flag("join the part files of a launch of several processes into --output_file (in data order; gaps, "
-                       "overlaps and other settings are refused); give the launch's --data_file, --start, --end", False)
+                       "overlaps and other settings are refused); give the launch's --data_file, --start, --end (and --model, "
+                       "--max_new_tokens, --dtype: when given, they must be the launch's)", False)
     overwrite: bool = flag("several processes: generate a part file that exists again (otherwise it is kept)", False)
 
 
