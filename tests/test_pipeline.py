@@ -327,3 +327,49 @@ def test_bad_output_folder_and_device_fail_before_scoring(tmp_path, data_file, p
     assert i2i(data_file, tmp_path / "s", pair_llama["aligned"], "--device", "cuda:99") == 2
     one_error_line(capsys, "--device cuda:99")
     assert not (tmp_path / "s").exists()
+
+
+# -- flags that would do nothing, or something else than asked -------------------------------------------------
+
+def test_flags_that_do_nothing_are_refused_or_warned(tmp_path, data_file, pair_llama, full_i2i, capsys):
+    for value in ("0", "-5"):
+        assert i2i(data_file, tmp_path / "s", pair_llama["aligned"], "--batch_tokens", value) == 2
+        one_error_line(capsys, f"--batch_tokens must be >= 1, got {value}")
+    assert not (tmp_path / "s").exists()
+    assert i2i(data_file, tmp_path / "s", pair_llama["aligned"], "--end", "1", "--i2i_pkl_file", str(full_i2i)) == 0
+    assert "--i2i_pkl_file is for --mode i2b; --mode i2i scores the data file's answers itself" in capsys.readouterr().err
+
+
+def test_tokenizations_are_not_mixed(tmp_path, data_file, pair_llama, full_i2i, capsys):
+    """i2b reads its answer ids from the i2i records, and data_prep joins both sides: each refuses records scored with
+    the other --tokenization. A slice of the data is analysed from its shards themselves (the merge tiles whole files)."""
+    from aligntds.cli.data_prep import main as data_prep
+
+    ref, chat = tmp_path / "ref", tmp_path / "chat"
+    assert i2b(data_file, tmp_path / "x", pair_llama["base"], full_i2i, "--tokenization", "reference") == 2
+    one_error_line(capsys, "t-i2i.pkl: its i2i records were scored with --tokenization chat", "this i2b run has "
+                   "--tokenization reference")
+    assert i2i(data_file, ref, pair_llama["aligned"], "--end", "4", "--tokenization", "reference") == 0
+    assert i2b(data_file, tmp_path / "x", pair_llama["base"], ref / "t-i2i.[0:4].pkl", "--end", "4") == 2
+    one_error_line(capsys, "t-i2i.[0:4].pkl: its i2i records were scored with --tokenization reference",
+                   "--tokenization chat")
+    assert not (tmp_path / "x").exists()
+    assert i2b(data_file, ref, pair_llama["base"], ref / "t-i2i.[0:4].pkl", "--end", "4", "--tokenization", "reference") == 0
+    assert i2i(data_file, chat, pair_llama["aligned"], "--end", "4") == 0
+    assert i2b(data_file, chat, pair_llama["base"], chat / "t-i2i.[0:4].pkl", "--end", "4") == 0
+    capsys.readouterr()
+
+    warnings = {}
+    for name, i2i_file, i2b_file in (("ref", ref, ref), ("chat", chat, chat), ("mixed", ref, chat)):
+        argv = ["t", str(i2i_file / "t-i2i.[0:4].pkl"), str(i2b_file / "t-i2b.[0:4].pkl"), "--out", str(tmp_path / f"{name}.pkl")]
+        if name == "mixed":
+            assert data_prep(argv) == 2
+            one_error_line(capsys, f"{ref / 't-i2i.[0:4].pkl'} was scored with --tokenization reference",
+                           f"{chat / 't-i2b.[0:4].pkl'} with --tokenization chat")
+        else:
+            assert data_prep(argv) == 0
+            warnings[name] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: in")]
+    # the premise: tiny random models did not write these answers, so both runs warn of the context
+    assert len(warnings["ref"]) == len(warnings["chat"]) == 1
+    assert "try the default --tokenization chat" in warnings["ref"][0]
+    assert "--tokenization" not in warnings["chat"][0]  # the run already used chat: no advice to use it

@@ -267,3 +267,4 @@ def test_generated_answers_are_scored_as_generated(tmp_path, sp_pair, sp_tokeniz
             assert i2i[0]["prompt_ids"][:2].tolist() == [1, 1]
             assert summary["greedy_mismatch"]["first_position"]["ratio"] > 0.25
             assert "warning: in" in err and "first token is not the aligned model's top-1" in err
+            assert "scored with --tokenization reference: try the default --tokenization chat" in err

@@ -88,12 +88,18 @@ def plan_run(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
     if None in names:
         raise UserError(f"--pair {opts.pair!r} is not a preset ({', '.join(models.PAIRS)}): {NEED[mode]}")
     opts.warn_unused()
+    if opts.batch_tokens is not None and opts.batch_tokens < 1:
+        raise UserError(f"--batch_tokens must be >= 1, got {opts.batch_tokens}")
     template = None if mode == "i2i" else base_template(opts.enable_template, opts.base_template)
     device = device_for(rank, opts.device, opts.device_map)
     select_device(device)
     base_device = models.check_device(opts.base_device) if mode == "pair" and opts.base_device else device
     dtype = models.resolve_dtype(opts.dtype, device)
     i2i = i2i_records_for(opts.i2i_pkl_file, items, start, end) if mode == "i2b" else None
+    made = i2i[0]["meta"].get("tokenization") if i2i else None
+    if made is not None and made != opts.tokenization:  # the answer ids are the i2i run's: the contexts must be made alike
+        raise UserError(f"{opts.i2i_pkl_file}: its i2i records were scored with --tokenization {made}, this i2b run has "
+                        f"--tokenization {opts.tokenization}: give --tokenization {made} (or score i2i again)")
     weights = [opts.base_model if mode != "i2b" else None, None][: len(names)]
     settings = {"model": names[0], "base_model": names[-1], "adapter": adapters.describe(names[0], weights[0]),
                 "base_adapter": adapters.describe(names[-1]) if mode == "pair" else None, "mode": mode,

@@ -123,6 +123,10 @@ def join_example(aligned: dict, base: dict, t: int, modes: tuple[str, str] = ("i
 def _join_ours(a_recs, b_recs, a_path, b_path) -> list[Joined]:
     if len(a_recs) != len(b_recs):
         raise UserError(f"{a_path} holds {len(a_recs)} examples, {b_path} {len(b_recs)}: not the same data")
+    made = [recs[0]["meta"].get("tokenization") for recs in (a_recs, b_recs)] if a_recs else []
+    if None not in made and len(set(made)) > 1:
+        raise UserError(f"{a_path} was scored with --tokenization {made[0]}, {b_path} with --tokenization {made[1]}: the "
+                        "two sides' contexts were made differently; score them with the same")
     other_run = bool(a_recs) and _scored_other_run(a_recs[0]["meta"], b_recs[0]["meta"])
     if other_run:
         log.info(f"{b_path} ranked the top-1 tokens of {b_recs[0]['meta']['aligned']}, not of {a_recs[0]['meta'].get('model')}: "

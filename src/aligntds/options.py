@@ -72,6 +72,8 @@ class ScoreOptions(Flags):
             log.warning("--base_device applies to --mode pair only; this run uses --device")
         if self.mode == "pair" and self.i2i_pkl_file:
             log.warning("--i2i_pkl_file is for --mode i2b; --mode pair scores both models itself")
+        if self.mode == "i2i" and self.i2i_pkl_file:
+            log.warning("--i2i_pkl_file is for --mode i2b; --mode i2i scores the data file's answers itself")
 
 
 @dataclass(kw_only=True)

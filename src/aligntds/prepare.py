@@ -316,13 +316,16 @@ def warn_wrong_context(summary: dict) -> None:
     the answers were generated under.
     """
     first = (summary.get("greedy_mismatch") or {}).get("first_position")
+    aligned = (summary.get("provenance") or {}).get("aligned")
+    reference_ids = isinstance(aligned, dict) and aligned.get("tokenization") == "reference"
     if first and first["examples"] and first["ratio"] > FIRST_MISMATCH_WARNING:
         log.warning(
             f"warning: in {first['mismatches']} of {first['examples']} examples ({100 * first['ratio']:.0f}%) the answer's "
             "first token is not the aligned model's top-1: the scored context is probably not the one the answers were "
             "generated under. Usual causes: answers generated under another prompt format or chat template, or a "
-            "tokenization boundary (a space token between prompt and answer; try the default --tokenization chat, and "
-            "output_ids from generate_outputs.py)"
+            "tokenization boundary (a space token between prompt and answer; "
+            + ("these records were scored with --tokenization reference: try the default --tokenization chat, and "
+               if reference_ids else "") + "output_ids from generate_outputs.py)"
         )
 
 
