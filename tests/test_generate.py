@@ -103,7 +103,10 @@ def test_batched_answers_equal_the_slow_greedy_loop(tmp_path, chat_model, instru
         assert ChatEncoder(tok).prompt_ids(item["input"]) == template_ids(tok, q)
     enc = ChatEncoder(tok)
     mismatched = sum(enc.answer_ids(x["input"], x["output"][0]) != ids for x, ids in zip(items, oracle))
-    assert f"{mismatched} of {len(QUERIES)} answers' texts do not re-encode to the generated ids" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{mismatched} of {len(QUERIES)} answers' texts do not re-encode to the generated ids" in err
+    default = "cuda, bfloat16" if torch.cuda.is_available() else "cpu, float32"  # --device, --dtype: cuda when available
+    assert err.count(f"running on {default}\n") == 3  # once per run: the device it uses
 
 
 def test_teacher_forcing_sees_the_generated_tokens(tmp_path, chat_model, instructions):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.cli.merge_logits import main as merge_logits
@@ -337,7 +338,10 @@ def test_flags_that_do_nothing_are_refused_or_warned(tmp_path, data_file, pair_l
         one_error_line(capsys, f"--batch_tokens must be >= 1, got {value}")
     assert not (tmp_path / "s").exists()
     assert i2i(data_file, tmp_path / "s", pair_llama["aligned"], "--end", "1", "--i2i_pkl_file", str(full_i2i)) == 0
-    assert "--i2i_pkl_file is for --mode i2b; --mode i2i scores the data file's answers itself" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--i2i_pkl_file is for --mode i2b; --mode i2i scores the data file's answers itself" in err
+    default = "cuda, bfloat16" if torch.cuda.is_available() else "cpu, float32"  # --device, --dtype: cuda when available
+    assert err.count(f"running on {default}\n") == 1  # the device a run uses, said once
 
 
 def test_tokenizations_are_not_mixed(tmp_path, data_file, pair_llama, full_i2i, capsys):

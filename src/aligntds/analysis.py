@@ -126,6 +126,9 @@ def check_folders(opts: Options, base: str | None, aligned: str | None) -> None:
 def execute(plan: RunPlan, rank: Rank) -> Path:
     """Load the tokenizers and models, build the requests, score them and write the shard; returns its path."""
     opts, mode, names, indices = plan.opts, plan.opts.mode, plan.names, range(plan.start, plan.end)
+    log.info(f"running on {plan.device}" + (f" (--device_map {opts.device_map})" if opts.device_map else "")
+             + (f", the base model on {plan.base_device}" if plan.base_device != plan.device else "")
+             + f", {models.dtype_name(plan.dtype)}")
     toks = [models.load_tokenizer(adapters.tokenizer_source(n, w), opts.trust_remote_code) for n, w in zip(names, plan.weights)]
     if mode == "i2b":
         shared = models.shared_with_recorded(toks[0], names[0], plan.i2i[0]["meta"], opts.i2i_pkl_file, opts.trust_remote_code)

@@ -3,7 +3,8 @@
 `accelerate launch` and `torchrun` set RANK, WORLD_SIZE and LOCAL_RANK in every process they start;
 that is all a run needs. No process talks to another (no collective, no process group): a rank
 scores its part `[s + r*n//W, s + (r+1)*n//W)` of `[start, end)`, writes the shard named by that
-range, and `merge_logits.py` joins the shards into exactly the file one process would have written.
+range, and `merge_logits.py` joins the shards into the records one process would have written (ids and ranks
+identical; log-probs up to float rounding, since batches of another composition round differently).
 Over several nodes the same holds as long as `--logits_folder` is on a shared filesystem.
 
     accelerate launch --num_processes 8 src/logit_analysis.py --data_file data/x.json --pair llama2 --mode i2i \

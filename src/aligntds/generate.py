@@ -238,6 +238,7 @@ def run(opts: GenOptions, rank: Rank | None = None) -> Path | None:
 def _generate(opts: GenOptions, items: list[dict], start: int, model_name: str, dtype, device: str,
               show: bool = True) -> list[dict]:
     """The answer records of `items` (instructions start, start+1, ...): load the model, generate, decode."""
+    log.info(f"running on {device}, {models.dtype_name(dtype)}")
     tok = models.load_tokenizer(adapters.tokenizer_source(model_name, opts.base_model), opts.trust_remote_code)
     inputs = [chat_prompt(tok, item["pure_input"], model_name) for item in items]
     model = adapters.load(model_name, dtype, device, opts.base_model, trust_remote_code=opts.trust_remote_code).model

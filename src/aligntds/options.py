@@ -51,8 +51,8 @@ class ScoreOptions(Flags):
     base_model: str | None = flag("base model: Hugging Face id (id@revision), local folder, or PEFT adapter; overrides --pair. "
                                   "Pair mode with an aligned adapter on these weights loads them once", None)
     dtype: str = flag(DTYPE_HELP, "auto", choices=DTYPE_CHOICES)
-    device: str | None = flag("cuda, cuda:1, cpu, ... (default: cuda when available; cuda:LOCAL_RANK under accelerate/torchrun)",
-                              None)
+    device: str | None = flag("cuda, cuda:1, cpu, ... (default: cuda when available, else cpu; cuda:LOCAL_RANK under "
+                              "accelerate/torchrun)", None)
     device_map: str | None = flag("'auto' spreads a model too large for one GPU over all visible GPUs (accelerate)", None)
     base_device: str | None = flag("pair: device of the base model, e.g. cuda:1 (default: the aligned model's)", None)
     batch_tokens: int | None = flag("padded tokens per forward batch (default 16384 on CUDA, 4096 on CPU); lowered after an "
@@ -151,7 +151,8 @@ class GenOptions(Flags):
     start: int = flag("first instruction", 0)
     end: int | None = flag("one past the last instruction (default and maximum: the data length)", None)
     dtype: str = flag(DTYPE_HELP, "auto", choices=DTYPE_CHOICES)
-    device: str | None = flag("cuda, cuda:1, cpu, ... (default: cuda when available)", None)
+    device: str | None = flag("cuda, cuda:1, cpu, ... (default: cuda when available, else cpu; cuda:LOCAL_RANK under "
+                              "accelerate/torchrun)", None)
     trust_remote_code: bool = flag("allow model code from the hub (runs that code)", False)
     merge: bool = flag("join the part files of a launch of several processes into --output_file (in data order; gaps, "
                        "overlaps and other settings are refused); give the launch's --data_file, --start, --end (and --model, "
