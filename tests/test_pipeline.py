@@ -243,6 +243,9 @@ def test_bad_models(tmp_path, data_file, pair_llama, monkeypatch, capsys):
     for name in (str(tmp_path / "no-such-model"), "./nope", "work/tiny/nope", "models/nope", "models/nope@v1"):
         assert i2i(data_file, tmp_path, name) == 2
         one_error_line(capsys, f"--aligned_model {name}: no such folder")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert i2i(data_file, tmp_path, "~/models") == 2  # the shell expands ~ only where it is not quoted
+    one_error_line(capsys, "--aligned_model ~/models: no such folder (a ~ is not expanded here: give the full path)")
     assert i2b(data_file, tmp_path, "models/nope", tmp_path / "x.pkl") == 2
     one_error_line(capsys, "--base_model models/nope: no such folder")
     assert i2i(data_file, tmp_path, pair_llama["aligned"], "--base_model", "./gone") == 2  # an adapter's base weights
