@@ -208,6 +208,9 @@ def test_bad_data_files(tmp_path, pair_llama, capsys):
         assert i2i(bad, tmp_path, m) == 2
         one_error_line(capsys, "bad.json: the top level is an object", "must be a JSON list of examples or JSONL (one object "
                        "per line)", "its key 'data' holds a list of 1")
+    one = {"id": 0, "input": "x", "output": ["y"], "messages": [{"role": "user", "content": "x"}]}
+    bad.write_text(json.dumps(one) + "\n")  # a JSONL file of one example (a field holds a list of objects)
+    assert i2i(bad, tmp_path / "one", m, "--top_k", "3") == 0
     bad.write_text(json.dumps({"meta": "x", "id": 0, "input": "x", "output": ["y"]}, indent=1))  # one example, not a list
     assert i2i(bad, tmp_path, m) == 2
     assert "its key" not in one_error_line(capsys, "bad.json: the top level is an object", "JSONL")

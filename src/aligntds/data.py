@@ -24,6 +24,8 @@ from .errors import UserError
 # The reference's i2b template (`--enable_template`), character for character.
 REFERENCE_TEMPLATE = "# Query: \n ```{query}``` \n\n \n# Answer: \n ```"
 QUERY_PLACEHOLDER = "{query}"
+# The fields that make a one-line JSON object an example (of a JSONL file) rather than a wrapper like {"data": [...]}.
+EXAMPLE_FIELDS = ("id", "pure_input", "input", "output", "instruction")
 
 
 # A UTF-16 surrogate code point alone: Python's json reads the escape `\ud83d` into one, but it is not text (it cannot be
@@ -103,8 +105,8 @@ def read_json_items(path: Path) -> list:
     """The list a JSON file holds, or the values of a JSONL file, one per line (one-line errors naming the file).
 
     A UTF-8 byte-order mark at the start is skipped. A list's examples are checked with `check_text`. A file that is
-    one JSON value other than a list is refused (`UserError`), except an object on one line that holds no list of
-    objects: the one example of a JSONL file.
+    one JSON value other than a list is refused (`UserError`), except an object on one line that has a field of an
+    example or holds no list of objects: the one example of a JSONL file.
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -129,7 +131,8 @@ def read_json_items(path: Path) -> list:
         pass  # JSONL (one value per line), or not JSON: read line by line below
     else:
         one_line = len(stripped.rstrip().splitlines()) == 1
-        if not (one_line and isinstance(whole, dict) and _objects_under(whole) is None):
+        example = isinstance(whole, dict) and (_objects_under(whole) is None or any(f in whole for f in EXAMPLE_FIELDS))
+        if not (one_line and example):
             raise _not_a_list(path, whole)
     items = []
     for lineno, line in enumerate(text.splitlines(), 1):
