@@ -341,3 +341,58 @@ def test_provenance_in_the_summary_and_on_the_pages(tmp_path, report, pair_llama
                                       ["long", "aligned", "i2i"], ["long", "base", "i2b"]]
     assert cells[1][6] != cells[3][6] and all(c[6].startswith("Query: {query} (") for c in (cells[1], cells[3]))
     assert cells[0][6] == cells[2][6] == "the chat prompt (input)"
+
+
+def _answer_example(spans: list[str]) -> dict:
+    """A prepared example of the given spans (one token each), every position unshifted, for the page's markup."""
+    t = len(spans)
+    return {"spans": spans, "response_ids": np.arange(100, 100 + t), "cls": np.zeros(t, np.int8),
+            "top1_differs": np.zeros(t, bool), "spike": np.zeros(t, bool)}
+
+
+class AnswerTokens(HTMLParser):
+    """Each answer token's attributes and its text as the HTML parser reads it (a raw CR would become a line break)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tokens, self.depth = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "span" and "tok" in attrs.get("class", "").split():
+            self.tokens.append({**attrs, "text": ""})
+            self.depth = 1
+        elif self.depth and tag == "span":
+            self.depth += 1
+
+    def handle_endtag(self, tag):
+        if self.depth and tag == "span":
+            self.depth -= 1
+
+    def handle_data(self, data):
+        if self.depth:
+            self.tokens[-1]["text"] += data
+
+
+def test_answer_marks_carriage_returns_controls_and_zero_width_tokens():
+    """A token that shows nothing (a combining mark, a ZWJ, a variation selector) keeps its text and gets a stub (class
+    zw) titled with its code points; a CR shows as its mark (raw, the HTML parser reads it as a line break), control
+    characters as their code, escaped."""
+    from aligntds.report import answer_html
+
+    spans = ["cafe", "\u0301", " ok", "\r", "\n", "👩", "\u200d", "👩", "❤", "\ufe0f", "\x1b[1m", "नम", "\u094d", "",
+             "👩\u200d", "👩"]
+    html = str(answer_html(_answer_example(spans), {113: "<0xF0>"}))
+    assert "\r" not in html and "\x1b" not in html
+    parsed = AnswerTokens()
+    parsed.feed(html)
+    got = parsed.tokens
+    assert len(got) == len(spans)
+    zw = [int(t["data-t"]) for t in got if "zw" in t["class"].split()]
+    assert zw == [1, 6, 7, 9, 12, 15]  # 7 and 15: the second 👩 of a ZWJ sequence, drawn with the cluster the first began
+    assert got[15]["title"] == "U+1F469 WOMAN" and got[15]["text"] == "👩"
+    assert got[1]["title"] == "U+0301 COMBINING ACUTE ACCENT" and got[1]["text"] == "\u0301"
+    assert got[6]["title"] == "U+200D ZERO WIDTH JOINER" and got[9]["title"].startswith("U+FE0F VARIATION SELECTOR-16")
+    assert got[3]["text"] == "␍" and got[4]["text"] == "↵" and got[10]["text"] == "<0x1B>[1m"
+    assert got[13]["text"] == "" and got[13]["title"] == "<0xF0>"  # the empty stub, as before
+    assert all("title" not in got[t] for t in (0, 2, 5, 11))

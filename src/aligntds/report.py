@@ -27,12 +27,13 @@ from .metrics import MARGINAL, SHIFTED, UNSHIFTED
 from .prepare import default_output, load_prepared
 from .store import atomic_write_bytes
 from .summary import summarize, write_summary
-from .tokentext import EMPTY, WHITESPACE, show_token
+from .tokentext import EMPTY, MARKS, WHITESPACE, code_points, show_token, zero_width_spans
 
 log = logging.getLogger("aligntds")
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PAGE_RE = re.compile(r"^\d+\.html$")
+NEWLINE = WHITESPACE["\n"]
 
 
 def environment():
@@ -72,12 +73,13 @@ def default_folder(pair: str) -> Path:
 
 
 def visible_parts(text: str) -> list[tuple[bool, str]]:
-    """A span of the answer as (is_whitespace_mark, text) parts, spaces, newlines and tabs as their marks
-    (`tokentext.WHITESPACE`: · ↵ →); no parts for an empty span."""
+    """A span of the answer as (is_mark, text) parts, whitespace and control characters as their marks
+    (`tokentext.MARKS`: · ↵ → ␍, `<0x1B>`; a carriage return in the page's text would be read as a line break);
+    no parts for an empty span."""
     parts: list[tuple[bool, str]] = []
     for ch in text:
-        if ch in WHITESPACE:
-            parts.append((True, WHITESPACE[ch]))
+        if ch in MARKS:
+            parts.append((True, MARKS[ch]))
         elif parts and not parts[-1][0]:
             parts[-1] = (False, parts[-1][1] + ch)
         else:
@@ -106,15 +108,18 @@ def page_data(ex: dict, tokens: dict[int, str], k: int = 10) -> dict:
     Top-10 probabilities go as integer parts per million; the base probability of the aligned
     token, often far smaller, with four significant digits. KL, Jaccard and WS are at k (10, or the
     stored top-k when fewer were stored). `spans` are the answer text per token (the prefixes are the prompts
-    followed by them), `marks` and `empty` what the tables show for whitespace and for an empty token."""
+    followed by them), `marks` and `empty` what the tables show for whitespace and control characters (those of
+    `tokentext.MARKS` that the page's tokens hold) and for an empty token."""
     ids = {*ex["response_ids"].tolist(), *ex["aligned_topk_ids"].ravel().tolist(), *ex["base_topk_ids"].ravel().tolist()}
     m = ex["metrics"]
     t = len(ex["response_ids"])
+    shown = {str(i): tokens.get(i, f"<{i}>") for i in sorted(ids)}
+    used = set("".join(shown.values()))
     return {
-        "tokens": {str(i): tokens.get(i, f"<{i}>") for i in sorted(ids)},
+        "tokens": shown,
         "response_ids": ex["response_ids"].tolist(),
         "spans": list(ex["spans"]),
-        "marks": WHITESPACE,
+        "marks": {c: mark for c, mark in MARKS.items() if c in WHITESPACE or c in used},
         "empty": EMPTY,
         "cls": ex["cls"].tolist(),
         "aligned_rank": ex["aligned_rank"].tolist(),
@@ -163,19 +168,25 @@ def answer_html(ex: dict, tokens: dict[int, str]) -> Markup:
 
     A token's span holds its part of the answer text (`ex["spans"]`), so the answer reads exactly as its text;
     a token with no text of its own (part of a character that a later token completes) is an empty span,
-    which the style sheet marks, titled with what the token is (its bytes, `<0xF0><0x9F>`).
+    which the style sheet marks, titled with what the token is (its bytes, `<0xF0><0x9F>`). A token whose text
+    shows nothing by itself (`tokentext.zero_width_spans`: a combining mark, a ZWJ, a variation selector, the rest of
+    a character cluster an earlier token started) keeps its text,
+    so the answer still reads as written, and gets the class `zw`, which the style sheet follows with the same
+    stub, titled with its code points; whitespace and control characters show as their marks (`visible_parts`).
     Built here rather than in a template loop: it is the only per-token markup, and a page can hold
     thousands of tokens.
     """
     spans = []
-    rows = zip(ex["spans"], ex["response_ids"].tolist(), ex["cls"].tolist(), ex["top1_differs"].tolist(), ex["spike"].tolist())
-    for t, (text, i, c, d, spike) in enumerate(rows):
+    rows = zip(ex["spans"], ex["response_ids"].tolist(), ex["cls"].tolist(), ex["top1_differs"].tolist(), ex["spike"].tolist(),
+               zero_width_spans(ex["spans"]))
+    for t, (text, i, c, d, spike, zw) in enumerate(rows):
         inner = "".join(
-            (f'<span class="ws">{part}</span>' + ("<br>" if part == WHITESPACE["\n"] else "<wbr>")) if ws else str(escape(part))
+            (f'<span class="ws">{escape(part)}</span>' + ("<br>" if part == NEWLINE else "<wbr>")) if ws else str(escape(part))
             for ws, part in visible_parts(text)
         )
-        marks = (" u" if d else "") + (" spike" if spike else "")
-        title = "" if inner else f' title="{escape(show_token(tokens.get(i, f"<{i}>")))}"'
+        marks = (" u" if d else "") + (" spike" if spike else "") + (" zw" if zw else "")
+        what = show_token(tokens.get(i, f"<{i}>")) if not inner else code_points(text) if zw else None
+        title = f' title="{escape(what)}"' if what is not None else ""
         spans.append(f'<span class="tok c{int(c)}{marks}"{title} tabindex="0" role="button" data-t="{t}">{inner}</span>')
     return Markup("".join(spans))
 
