@@ -320,6 +320,27 @@ def test_slice_labels_from_the_data_file_and_a_labels_file(tmp_path, report, cap
     one_error_line(capsys, "do not name their data file", "--data_file")
 
 
+def test_labels_file_is_read_as_data_files_are(tmp_path, report, capsys):
+    """A --slices file with a UTF-8 byte-order mark is read; one with a lone surrogate (in a label, a nested label or an
+    id) is one line naming the file and the key, and the outputs of an earlier run stay as they were (nothing is written
+    before everything is computed)."""
+    i2i, i2b = report["root"] / "i2i/r-i2i.pkl", report["root"] / "i2b/r-i2b.pkl"
+    out = tmp_path / "s.pkl"
+    outputs = [out, out.with_suffix(".summary.json"), out.with_suffix(".curves.csv")]
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"0": "web", "3": "books"}).encode())
+    assert data_prep(["r", str(i2i), str(i2b), "--out", str(out), "--slices", str(tmp_path / "bom.json")]) == 0
+    assert [ex["slices"] for ex in load_prepared(out)["examples"]] == [
+        {"bom": "web"}, {"bom": "null"}, {"bom": "null"}, {"bom": "books"}]
+    before = [p.read_bytes() for p in outputs]
+    for name, text, key in (("label", '{"0": "web", "3": "b\\udc80oks"}', "'3'"),
+                            ("nested", '{"0": {"topic": "\\ud83d"}}', "'0.topic'"),
+                            ("key", '{"0": "web", "\\ud83d": "x"}', "'\\ud83d'")):
+        (tmp_path / f"{name}.json").write_text(text)
+        assert data_prep(["r", str(i2i), str(i2b), "--out", str(out), "--slices", str(tmp_path / f"{name}.json")]) == 2
+        one_error_line(capsys, f"{name}.json", key, "lone surrogate")
+        assert [p.read_bytes() for p in outputs] == before
+
+
 # -- most shifted examples and spikes ------------------------------------------------------------
 
 def pair_record(i: int, kl: np.ndarray, rank: np.ndarray, meta: dict) -> dict:

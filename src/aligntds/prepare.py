@@ -290,15 +290,19 @@ def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, tr
 
 def prepare_files(pair: str, i2i_path, i2b_path=None, out=None, tokenizer=None, truncate_mismatched=False,
                   slice_by=(), data_file=None, slices_file=None) -> Path:
-    """data_prep end to end: the prepared data, summary.json and the curves CSV beside it; prints the summary."""
-    from .summary import format_summary, summarize, write_summary
+    """data_prep end to end: the prepared data, summary.json and the curves CSV beside it; prints the summary.
+
+    The three files are written only once all three are computed: a mistake found on the way leaves the files of an
+    earlier run as they were, never some of them replaced."""
+    from .summary import format_summary, summarize, summary_bytes
 
     out = Path(out) if out else default_output(pair)
     prepared = prepare(pair, i2i_path, i2b_path, tokenizer, truncate_mismatched, slice_by, data_file, slices_file)
-    store.save_records(out, [prepared])
     summary = summarize(prepared)
-    write_summary(out.with_suffix(".summary.json"), summary)
-    store.atomic_write_bytes(out.with_suffix(".curves.csv"), curves_csv(prepared).encode())
+    summary_json, curves = summary_bytes(summary), curves_csv(prepared).encode()
+    store.save_records(out, [prepared])
+    store.atomic_write_bytes(out.with_suffix(".summary.json"), summary_json)
+    store.atomic_write_bytes(out.with_suffix(".curves.csv"), curves)
     print(format_summary(summary))
     warn_wrong_context(summary)
     log.info(f"wrote {out} (+ .summary.json, .curves.csv)")

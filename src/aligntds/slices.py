@@ -58,7 +58,8 @@ def _labels_from_data(examples: list[dict], fields: list[str], path: Path) -> di
 
 def _labels_from_file(examples: list[dict], path: Path) -> dict[str, list[str]]:
     """{field: label per example} from `--slices FILE`: JSON {id: label} (one field, named after the file) or
-    {id: {field: label}}; ids are matched as strings, an example the file does not name gets "null"."""
+    {id: {field: label}}; ids are matched as strings, an example the file does not name gets "null". The file is
+    read as data files are (`data.read_json`: a byte-order mark skipped, a lone surrogate refused naming its key)."""
     table = read_json(path, "JSON slices file")
     if not isinstance(table, dict):
         raise UserError(f"{path}: expected a JSON object {{id: label}} or {{id: {{field: label}}}}, found {type(table).__name__}")

@@ -283,8 +283,13 @@ def _mismatch(exs: list[dict], mismatch: np.ndarray, pos: np.ndarray) -> dict:
     }
 
 
+def summary_bytes(summary: dict) -> bytes:
+    """summary.json's content: indented JSON, UTF-8."""
+    return (json.dumps(summary, indent=1, ensure_ascii=False) + "\n").encode()
+
+
 def write_summary(path: str | Path, summary: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(summary, indent=1, ensure_ascii=False) + "\n").encode())
+    atomic_write_bytes(path, summary_bytes(summary))
 
 
 def _pct(v) -> str:
