@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import pickle
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -125,6 +126,34 @@ def test_reference_pickles_are_accepted(tmp_path, capsys):
     other = reference_pickle(tmp_path / "other.pkl", [3, 2, 0], lambda e, p: base_ids[e, p], id_offset=5)
     assert data_prep(["ref", str(i2i), str(other), "--out", str(tmp_path / "y.pkl")]) == 2
     one_error_line(capsys, "other.pkl", "record 0 has id 5")
+
+
+@pytest.mark.parametrize("prob", [float("nan"), float("inf"), -0.25, 1.5])
+def test_reference_pickles_with_a_prob_that_is_not_a_probability_are_refused(tmp_path, capsys, prob):
+    """A NaN, infinite, negative or above-1 `prob` would put NaN into the metrics and curves: one line naming the file, the
+    record and the position, and nothing written."""
+    ok = reference_pickle(tmp_path / "i2i.pkl", [3, 2], lambda e, p: [7, 8, 9, 10])
+    recs = pickle.loads(reference_pickle(tmp_path / "bad.pkl", [3, 2], lambda e, p: [1, 2, 7, 3]).read_bytes())
+    recs[1]["results"][1]["tokens"][2]["prob"] = np.float32(prob)
+    (tmp_path / "bad.pkl").write_bytes(pickle.dumps(recs, protocol=4))
+    for a, b in ((ok, tmp_path / "bad.pkl"), (tmp_path / "bad.pkl", ok)):
+        assert data_prep(["ref", str(a), str(b), "--out", str(tmp_path / "ref.pkl")]) == 2
+        one_error_line(capsys, "bad.pkl", "record 1 (id=1), position 1: candidate 2 (token_id 7)", f"prob {float(prob)}",
+                       "not a probability")
+    assert not list(tmp_path.glob("ref.*"))
+
+
+def test_reference_pickles_with_a_lone_surrogate_are_refused(tmp_path, capsys):
+    ok = reference_pickle(tmp_path / "i2i.pkl", [2], lambda e, p: [7, 8, 9])
+    for where, key in (("token", "the token string of id: '8'"), ("probe_text", "'probe_text'")):
+        recs = pickle.loads(ok.read_bytes())
+        if where == "token":
+            recs[0]["results"][1]["tokens"][1]["token"] = "\ud83d"
+        else:
+            recs[0]["probe_text"] = "ok \udc80"
+        (tmp_path / "bad.pkl").write_bytes(pickle.dumps(recs, protocol=4))
+        assert data_prep(["ref", str(ok), str(tmp_path / "bad.pkl"), "--out", str(tmp_path / "ref.pkl")]) == 2
+        one_error_line(capsys, "bad.pkl: record 0", key, "lone surrogate")
 
 
 def test_data_prep_refuses_mismatched_records(tmp_path, report, capsys):
