@@ -23,6 +23,7 @@ from aligntds.prepare import load_prepared
 from aligntds.records import make_record
 from aligntds.scoring import Request
 from aligntds.store import load_records, save_records
+from aligntds.tokentext import answer_spans, token_strings
 from helpers import REPORT_EXAMPLES, one_error_line, reference_pickle
 
 
@@ -126,6 +127,26 @@ def test_reference_pickles_are_accepted(tmp_path, capsys):
     other = reference_pickle(tmp_path / "other.pkl", [3, 2, 0], lambda e, p: base_ids[e, p], id_offset=5)
     assert data_prep(["ref", str(i2i), str(other), "--out", str(tmp_path / "y.pkl")]) == 2
     one_error_line(capsys, "other.pkl", "record 0 has id 5")
+
+
+def test_reference_pickles_with_a_tokenizer(tmp_path, tok_bos, pair_llama):
+    """--tokenizer gives the reference's pickles the tokenizer's token strings (by id, as for this tool's records) and
+    spans cut from the answer ids decoded as a whole; without it, the pickles' own strings."""
+    answer = tok_bos("Sure! Paris is the capital of France.", add_special_tokens=False)["input_ids"]
+    others = tok_bos(" the cat sat on the mat", add_special_tokens=False)["input_ids"][:3]
+    i2i = reference_pickle(tmp_path / "i2i.pkl", [len(answer)], lambda e, p: [answer[p], *others])
+    i2b = reference_pickle(tmp_path / "i2b.pkl", [len(answer)], lambda e, p: [*others, answer[p]])
+    assert data_prep(["ref", str(i2i), str(i2b), "--out", str(tmp_path / "own.pkl")]) == 0
+    own = load_prepared(tmp_path / "own.pkl")
+    assert own["examples"][0]["spans"] == [f"w{i}" for i in answer] and own["tokens"][answer[0]] == f"w{answer[0]}"
+    assert data_prep(["ref", str(i2i), str(i2b), "--out", str(tmp_path / "tok.pkl"), "--tokenizer",
+                      str(pair_llama["aligned"])]) == 0
+    prep = load_prepared(tmp_path / "tok.pkl")
+    assert prep["tokens"] == token_strings(tok_bos, [*answer, *others])
+    assert prep["examples"][0]["spans"] == answer_spans(tok_bos, answer)
+    assert "".join(prep["examples"][0]["spans"]) == "Sure! Paris is the capital of France."
+    shifted = json.loads((tmp_path / "tok.summary.json").read_text())["top_shifted_tokens"]
+    assert {t for t, _, _ in shifted} == {token_strings(tok_bos, answer)[i] for i in answer if i not in others}
 
 
 @pytest.mark.parametrize("prob", [float("nan"), float("inf"), -0.25, 1.5])

@@ -14,7 +14,8 @@ again"), `pair`, `source` ("aligntds", "pair" or "reference"), `kl` (which KL th
 `kl` arrays below hold), `top_k`, `spike_threshold` (float, or None without positions), `slice_fields`
 (the slice fields, in order), `meta`, `tokens` {id: text} and `examples`, one dict per example. `tokens` is what
 each token shows (tokentext.token_strings): its text with its leading space, or, for a token that is only part of
-a character, its bytes (`<0xF0><0x9F>`); never U+FFFD for a partial character.
+a character, its bytes (`<0xF0><0x9F>`); never U+FFFD for a partial character. For the reference's pickles, which
+name no tokenizer, the pickles' own token strings, unless `--tokenizer` names one.
 
 Per example, per position (T positions; each a numpy array of length T):
 
@@ -23,7 +24,7 @@ Per example, per position (T positions; each a numpy array of length T):
                                     together, the answer decoded after the aligned prompt (ChatEncoder.decode_answer);
                                     a character split over several tokens is on the token that completes it, the
                                     tokens before it hold what precedes it (often ""); reference pickles: their
-                                    token strings
+                                    token strings, or with --tokenizer the answer ids decoded alone, cut the same way
     aligned_topk_ids, aligned_topk_logprobs, base_topk_ids, base_topk_logprobs
                       int32 / float32 [T, 10]: each side's top-10
     aligned_rank      int32 [T]     0-based base rank of the aligned top-1 (-1: beyond the stored base top-k,
@@ -259,7 +260,7 @@ def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, tr
     slice_fields = add_slices(examples, a_meta, slice_by, data_file, slices_file)
     threshold = spike_threshold(examples)
     add_example_measures(examples, threshold)
-    if strings is None:
+    if strings is None or tokenizer:  # the reference's pickles name no tokenizer: --tokenizer, else their own strings
         from .models import load_tokenizer
 
         tok = load_tokenizer(tokenizer or a_meta.get("model"))
@@ -267,8 +268,12 @@ def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, tr
         for ex in examples:
             ids.update(ex["response_ids"].tolist(), ex["aligned_topk_ids"].ravel().tolist(), ex["base_topk_ids"].ravel().tolist())
         strings = token_strings(tok, ids)
-        add_spans(examples, joined, tok, a_meta.get("tokenization", "chat"))
-    else:  # the reference's pickles name no prompt ids and no tokenizer: their own token strings
+        if source == "reference":  # no prompt ids: the answer ids decoded alone
+            for ex in examples:
+                ex["spans"] = answer_spans(tok, ex["response_ids"].tolist())
+        else:
+            add_spans(examples, joined, tok, a_meta.get("tokenization", "chat"))
+    else:
         for ex in examples:
             ex["spans"] = [strings.get(i, f"<{i}>") for i in ex["response_ids"].tolist()]
     if cut:
