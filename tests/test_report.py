@@ -23,6 +23,7 @@ from aligntds.prepare import load_prepared
 from aligntds.records import make_record
 from aligntds.scoring import Request
 from aligntds.store import load_records, save_records
+from aligntds.tiny import save_pair_member, tiny_model
 from aligntds.tokentext import answer_spans, token_strings
 from helpers import REPORT_EXAMPLES, one_error_line, reference_pickle
 
@@ -326,6 +327,45 @@ def test_pair_records_give_exact_divergences(tmp_path, report, pair_llama):
     page = (tmp_path / "h" / "1.html").read_text()
     assert '"kl_base_aligned"' in page and "KL(base" in (tmp_path / "h" / "summary.html").read_text()
     assert data_prep(["r", str(pair_file), str(report["root"] / "i2b/r-i2b.pkl"), "--out", str(tmp_path / "q.pkl")]) == 2
+
+
+def test_answers_cut_to_the_context_are_shown(tmp_path, report, tok_bos, capsys):
+    """Tokens left unscored to fit a context (the records' n_truncated: the i2i record's, plus what a shorter base context
+    cut in i2b) are carried per example, counted in summary.json and the printed summary, and shown on the example page
+    and as an index column."""
+    a = load_records(report["root"] / "i2i/r-i2i.pkl")
+    a[1] = {**a[1], "n_truncated": 2}  # as if the aligned model's context had cut 2 tokens
+    save_records(tmp_path / "a.pkl", a)
+    b0 = report["i2b"][0]
+    limit = len(b0["prompt_ids"]) + 10  # the base model's context leaves 10 of example 0's answer tokens (the longest prompt)
+    base = save_pair_member(tmp_path / "short", tiny_model("llama", len(tok_bos), seed=1, max_position_embeddings=limit), tok_bos)
+    assert logit_analysis(["--data_file", str(report["root"] / "data.json"), "--logits_folder", str(tmp_path / "s"),
+                           "--pair", "r", "--mode", "i2b", "--base_model", str(base), "--enable_template", "--i2i_pkl_file",
+                           str(tmp_path / "a.pkl")]) == 0
+    i2b = tmp_path / "s" / "r-i2b.[0:4].pkl"
+    b = load_records(i2b)
+    assert data_prep(["r", str(tmp_path / "a.pkl"), str(i2b), "--out", str(tmp_path / "p.pkl")]) == 0
+    printed = capsys.readouterr().out
+    want = [ra["n_truncated"] + len(ra["response_ids"]) - len(rb["response_ids"]) for ra, rb in zip(a, b)]
+    assert want == [len(b0["response_ids"]) - 10, 2, 0, 0]
+    prep = load_prepared(tmp_path / "p.pkl")
+    assert [ex["n_truncated"] for ex in prep["examples"]] == want
+    s = json.loads((tmp_path / "p.summary.json").read_text())
+    assert s["truncated"] == {"examples": 2, "tokens": sum(want)}
+    assert f"truncated: 2 answers were cut to fit the context, {sum(want)} answer tokens not scored" in printed
+    assert generate_html(["r", "--data", str(tmp_path / "p.pkl"), "--out", str(tmp_path / "h")]) == 0
+    assert f"Answer cut to the context: {want[0]} tokens not scored" in (tmp_path / "h" / "0.html").read_text()
+    assert 'id="truncated"' not in (tmp_path / "h" / "3.html").read_text()
+    index = (tmp_path / "h" / "index.html").read_text()
+    assert 'data-col="11" data-type="num">Not scored (cut)' in index
+    cells = re.findall(r'<td class="num" data-value="(\d+)">\d+</td>\n</tr>', index)
+    assert [int(c) for c in cells] == want
+    assert 'id="truncated"' in (tmp_path / "h" / "summary.html").read_text()
+    assert "Not scored" not in (report["html"] / "index.html").read_text()  # no column when nothing was cut
+    del prep["examples"][2]["n_truncated"]  # prepared data of a data_prep before n_truncated
+    save_records(tmp_path / "old.pkl", [prep])
+    assert generate_html(["r", "--data", str(tmp_path / "old.pkl"), "--out", str(tmp_path / "h2")]) == 2
+    one_error_line(capsys, "old.pkl", "older data_prep")
 
 
 def test_different_top_k_for_i2i_and_i2b(tmp_path, report, pair_llama, capsys):

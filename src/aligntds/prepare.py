@@ -48,6 +48,8 @@ Per example, per position (T positions; each a numpy array of length T):
 Per example, scalars (answers without positions: NaN, or None for `first_shifted`):
 
     index, id, query, aligned_prompt, base_prompt, answer_text (the records' `probe_text`)
+    n_truncated       int     answer tokens not scored: cut to fit the context (the records' `n_truncated`, the i2i
+                                    record's plus the i2b record's); 0 for the reference's pickles, which do not say
     shifted_share     float   shifted positions / positions
     max_kl, mean_kl   float   max and mean of `kl` over the answer
     first_shifted     int     position of the first shifted token, None if none
@@ -79,6 +81,8 @@ SHOWN = 10  # candidates per side kept for the pages
 # The prepared data's format: a file of another (older) data_prep is refused by `load_prepared`. 2: the keys renamed
 # to the code's names (aligned_topk_ids, base_topk_logprobs, answer_text, ...), provenance in the summary.
 PREPARED_FORMAT = 2
+# Keys added to format 2 since: a file without them is of an earlier data_prep, refused as the older formats are.
+EXAMPLE_KEYS = {"spans", "n_truncated"}
 
 
 def default_output(pair: str) -> Path:
@@ -160,6 +164,7 @@ def compute(joined: list[Joined], ks: tuple[int, ...]) -> list[dict]:
             "exact": {name: v.astype(np.float32) for name, v in j.exact.items()},
             "aligned_entropy": _entropy(j.aligned_entropy, e - s),
             "base_entropy": _entropy(j.base_entropy, e - s),
+            "n_truncated": int(j.n_truncated),
         })
         ex = examples[-1]
         ex["kl"] = position_kl(ex["metrics"], ex["exact"], e - s)
@@ -340,7 +345,7 @@ def load_prepared(path) -> dict:
     if len(records) != 1 or not {"pair", "examples", "tokens"} <= set(records[0]):
         raise UserError(f"{path}: not a file written by data_prep")
     old = (records[0].get("format") != PREPARED_FORMAT or "spike_threshold" not in records[0]
-           or any("spans" not in ex for ex in records[0]["examples"]))
+           or any(not EXAMPLE_KEYS <= ex.keys() for ex in records[0]["examples"]))
     if old:
         raise UserError(f"{path}: written by an older data_prep (another format of the prepared data): run data_prep again")
     return records[0]

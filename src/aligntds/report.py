@@ -160,6 +160,7 @@ def class_counts(ex: dict) -> dict:
         "mean_kl": _finite(ex["mean_kl"]),
         "first_shifted": ex["first_shifted"],
         "spikes": ex["spikes"],
+        "n_truncated": ex["n_truncated"],
     }
 
 
@@ -206,6 +207,10 @@ def render_example(env, pair: str, ex: dict, tokens: dict, n: int, pages: int, k
     )
 
 
+# Index columns shown only when some example has a value there: (header, row key).
+INDEX_EXTRA = (("Not scored (cut)", "n_truncated"),)
+
+
 def index_rows(examples: list[dict], pages: int) -> list[dict]:
     """One row per example page: class shares, the per-example measures (None: no positions), slice labels."""
     rows = []
@@ -216,7 +221,7 @@ def index_rows(examples: list[dict], pages: int) -> list[dict]:
             "n": n, "id": str(ex["id"]), "query": ex["query"], "page": f"{n}.html", "positions": c["positions"],
             "shifted": c["shifted"] / total, "marginal": c["marginal"] / total, "unshifted": c["unshifted"] / total,
             "max_kl": c["max_kl"], "mean_kl": c["mean_kl"], "first_shifted": c["first_shifted"], "spikes": c["spikes"],
-            "slices": ex["slices"],
+            "n_truncated": c["n_truncated"], "slices": ex["slices"],
         })
     return rows
 
@@ -266,9 +271,11 @@ def generate_html(pair: str, data: str | Path | None = None, out: str | Path | N
     for stale in out.iterdir():  # pages of an earlier, longer run would be unreachable leftovers
         if PAGE_RE.match(stale.name) and int(stale.stem) >= pages and is_our_page(stale):
             stale.unlink()
+    rows = index_rows(examples, pages)
+    extra = [(name, key) for name, key in INDEX_EXTRA if any(row[key] for row in rows)]
     index = env.get_template("index.html").render(
-        pair=prepared["pair"], models=summary["models"], summary=summary, rows=index_rows(examples, pages), pages=pages,
-        slice_fields=prepared["slice_fields"],
+        pair=prepared["pair"], models=summary["models"], summary=summary, rows=rows, pages=pages,
+        slice_fields=prepared["slice_fields"], extra=extra,
     )
     atomic_write_bytes(out / "index.html", index.encode(), durable=False)
     linked = {int(ex["index"]): f"{n}.html" for n, ex in enumerate(examples[:pages])}

@@ -253,6 +253,7 @@ def summarize(prepared: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS
         **block(P, len(exs), prepared["tokens"], top_n, bins),
         "rank_unknown": int(((P.aligned_rank < 0) & (P.cls != ALIGNED_ONLY)).sum()),
         "ties": int(P.tie.sum()),
+        "truncated": {"examples": int(sum(e["n_truncated"] > 0 for e in exs)), "tokens": int(sum(e["n_truncated"] for e in exs))},
         "greedy_mismatch": None if prepared["source"] == "reference" else _mismatch(exs, P.greedy_mismatch, P.pos),
         "entropy": entropy_section(P.where(P.cls != ALIGNED_ONLY), prepared["tokens"], top_n, bins),
         "spikes": {
@@ -350,6 +351,10 @@ def format_summary(s: dict, tokens: int = 12) -> str:
     if s.get("aligned_only"):
         lines.append(f"  aligned_only: {s['aligned_only']:,} positions not classed: a token there (or earlier in the answer) "
                      "exists only in the aligned vocabulary; the ratios are of the other positions")
+    cut = s.get("truncated") or {}
+    if cut.get("examples"):
+        lines.append(f"  truncated: {cut['examples']} answers were cut to fit the context, {cut['tokens']:,} answer tokens not "
+                     "scored (n_truncated)")
     if s.get("ties"):
         lines.append(f"  ties: at {s['ties']:,} positions the aligned top-1 has exactly the base log-prob of another token "
                      "(ranks count only tokens strictly more likely)")
