@@ -414,6 +414,52 @@ def test_top_examples_and_spikes(tmp_path, pair_llama):
     assert 'data-col="10" data-type="num">Spikes' in index
 
 
+def test_aligned_only_positions_are_left_out_per_example(tmp_path, pair_llama):
+    """Positions never classed (aligned_only: the base model was fed a stand-in there) count in no per-example share, KL
+    or spike, nor in the spike threshold; the example page and the index say how many an answer has."""
+    meta = {"mode": "pair", "model": str(pair_llama["aligned"]), "base_model": str(pair_llama["base"]), "top_k": 3,
+            "template": None}
+    rng = np.random.default_rng(0)
+    kls = [rng.uniform(0.01, 0.2, 6) for _ in range(12)]
+    ranks = [np.zeros(6, np.int64) for _ in range(12)]
+    only = [np.zeros(6, bool) for _ in range(12)]
+    ranks[0][0] = 5
+    only[0][3:] = True  # from the first token only the aligned vocabulary has
+    kls[0][3:] = 50.0  # a KL against a stand-in: no spike, no max
+    only[1][:] = True  # nothing classed
+    kls[1][:] = 40.0
+    records = []
+    for i in range(12):
+        rec = pair_record(i, kls[i], ranks[i], meta)
+        rec["aligned_only"] = only[i]
+        records.append(rec)
+    save_records(tmp_path / "p.pkl", records)
+    assert data_prep(["ao", str(tmp_path / "p.pkl"), "--out", str(tmp_path / "k.pkl")]) == 0
+    prep = load_prepared(tmp_path / "k.pkl")
+    classed_kl = np.concatenate([k[~o] for k, o in zip(kls, only)]).astype(np.float32).astype(np.float64)
+    assert prep["spike_threshold"] == pytest.approx(classed_kl.mean() + 3 * classed_kl.std(), abs=1e-6)
+    first, empty = prep["examples"][0], prep["examples"][1]
+    assert first["shifted_share"] == pytest.approx(1 / 3) and first["first_shifted"] == 0
+    assert first["max_kl"] == pytest.approx(kls[0][:3].max()) and first["mean_kl"] == pytest.approx(kls[0][:3].mean())
+    assert not first["spike"][3:].any() and not empty["spike"].any()
+    assert np.isnan(empty["shifted_share"]) and np.isnan(empty["max_kl"]) and np.isnan(empty["mean_kl"])
+    s = json.loads((tmp_path / "k.summary.json").read_text())
+    assert s["aligned_only"] == 9 and s["spikes"]["positions"] == sum(ex["spikes"] for ex in prep["examples"])
+    assert [x["index"] for x in s["top_examples"]["max_kl"]][:1] != [1]
+
+    assert generate_html(["ao", "--data", str(tmp_path / "k.pkl"), "--out", str(tmp_path / "h")]) == 0
+    page = (tmp_path / "h" / "0.html").read_text()
+    assert '<span id="aligned-only">3 not classed' in page and "Shifted share 33.3%" in page
+    assert '<span id="aligned-only">6 not classed' in (tmp_path / "h" / "1.html").read_text()
+    assert 'id="aligned-only"' not in (tmp_path / "h" / "2.html").read_text()
+    index = (tmp_path / "h" / "index.html").read_text()
+    assert 'data-col="11" data-type="num">Aligned-only' in index
+    rows = index.split("<tbody>")[1].split("</tr>")
+    assert '<td class="num c2" data-value="0.3333333333333333">33.3%</td>' in rows[0]
+    assert '<td class="num c2" data-value="">-</td>' in rows[1]  # no classed position: no share, sorted last
+    assert '<td class="num" data-value="6">6</td>' in rows[1]
+
+
 # -- checkpoint chains ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

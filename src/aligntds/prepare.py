@@ -41,17 +41,19 @@ Per example, per position (T positions; each a numpy array of length T):
     kl                float32 [T]   the KL named by `kl`: exact KL(P_base || P_aligned) from pair mode, else
                                     KL@10 over the stored top-k (the reference's definition, metrics.py: summed
                                     over the tokens both lists share, so 0 where they share none)
-    spike             bool [T]      kl > spike_threshold (the corpus mean of kl + 3 standard deviations)
+    spike             bool [T]      kl > spike_threshold (the corpus mean of kl + 3 standard deviations, over the
+                                    classed positions); never at an aligned-only position
     metrics           {"kl@10", ..., "tp@30": float32 [T]}   the reference's top-k metrics
     exact             {"kl_base_aligned", "kl_aligned_base", "js", "tv": float32 [T]}   pair mode only, else {}
 
-Per example, scalars (answers without positions: NaN, or None for `first_shifted`):
+Per example, scalars (answers without classed positions: NaN, or None for `first_shifted`; aligned-only positions,
+`cls` -1, are left out of all of them: the base model was fed a stand-in there):
 
     index, id, query, aligned_prompt, base_prompt, answer_text (the records' `probe_text`)
     n_truncated       int     answer tokens not scored: cut to fit the context (the records' `n_truncated`, the i2i
                                     record's plus the i2b record's); 0 for the reference's pickles, which do not say
-    shifted_share     float   shifted positions / positions
-    max_kl, mean_kl   float   max and mean of `kl` over the answer
+    shifted_share     float   shifted positions / classed positions
+    max_kl, mean_kl   float   max and mean of `kl` over the answer's classed positions
     first_shifted     int     position of the first shifted token, None if none
     spikes            int     positions with `spike`
     slices            {field: label}   the example's label of each slice field (`slice_fields`); "null" when
@@ -204,22 +206,24 @@ SPIKE_STDS = 3
 
 
 def spike_threshold(examples: list[dict]) -> float | None:
-    """The corpus mean of the per-position KL (`kl`) plus SPIKE_STDS population standard deviations (None: no
-    position). A spike is a position whose KL is above it (strictly); diffing-toolkit and RL-Probe flag the
-    same outliers."""
-    kl = np.concatenate([ex["kl"] for ex in examples]) if examples else np.zeros(0)
+    """The corpus mean of the per-position KL (`kl`) plus SPIKE_STDS population standard deviations, over the classed
+    positions (None: none). A spike is a classed position whose KL is above it (strictly); diffing-toolkit and
+    RL-Probe flag the same outliers. Aligned-only positions are left out: the base model was fed a stand-in there."""
+    kl = np.concatenate([ex["kl"][ex["cls"] != ALIGNED_ONLY] for ex in examples]) if examples else np.zeros(0)
     kl = kl[np.isfinite(kl)].astype(np.float64)
     return round(float(kl.mean() + SPIKE_STDS * kl.std()), 6) if len(kl) else None
 
 
 def add_example_measures(examples: list[dict], threshold: float | None) -> None:
-    """Per example, in place: `spike` [T] and the scalars shifted_share, max_kl, mean_kl, first_shifted, spikes."""
+    """Per example, in place: `spike` [T] and the scalars shifted_share, max_kl, mean_kl, first_shifted, spikes, all over
+    the classed positions (aligned-only positions are never spikes and are left out of the share and the KLs)."""
     for ex in examples:
-        kl, t = ex["kl"], len(ex["cls"])
-        ex["spike"] = kl > threshold if threshold is not None else np.zeros(t, bool)
+        kl, classed = ex["kl"], ex["cls"] != ALIGNED_ONLY
+        ex["spike"] = (kl > threshold) & classed if threshold is not None else np.zeros(len(classed), bool)
         shifted = np.flatnonzero(ex["cls"] == SHIFTED)
-        known = np.isfinite(kl)
-        ex["shifted_share"] = len(shifted) / t if t else float("nan")
+        known = np.isfinite(kl) & classed
+        n = int(classed.sum())
+        ex["shifted_share"] = len(shifted) / n if n else float("nan")
         ex["max_kl"] = float(kl[known].max()) if known.any() else float("nan")
         ex["mean_kl"] = float(kl[known].mean()) if known.any() else float("nan")
         ex["first_shifted"] = int(shifted[0]) if len(shifted) else None

@@ -23,7 +23,7 @@ from markupsafe import Markup, escape
 from . import __version__
 from .data import REFERENCE_TEMPLATE
 from .errors import UserError
-from .metrics import MARGINAL, SHIFTED, UNSHIFTED
+from .metrics import ALIGNED_ONLY, MARGINAL, SHIFTED, UNSHIFTED
 from .prepare import default_output, load_prepared
 from .store import atomic_write_bytes
 from .summary import summarize, write_summary
@@ -147,13 +147,15 @@ def _finite(v: float) -> float | None:
 
 
 def class_counts(ex: dict) -> dict:
-    """An example's class counts and its per-example measures (None where the answer has no positions)."""
+    """An example's class counts (`aligned_only`: its positions never classed) and its per-example measures (None where
+    the answer has no classed positions)."""
     cls = ex["cls"]
     return {
         "positions": len(cls),
         "unshifted": int((cls == UNSHIFTED).sum()),
         "marginal": int((cls == MARGINAL).sum()),
         "shifted": int((cls == SHIFTED).sum()),
+        "aligned_only": int((cls == ALIGNED_ONLY).sum()),
         "mismatch": int(ex["greedy_mismatch"].sum()),
         "shifted_share": _finite(ex["shifted_share"]),
         "max_kl": _finite(ex["max_kl"]),
@@ -208,20 +210,21 @@ def render_example(env, pair: str, ex: dict, tokens: dict, n: int, pages: int, k
 
 
 # Index columns shown only when some example has a value there: (header, row key).
-INDEX_EXTRA = (("Not scored (cut)", "n_truncated"),)
+INDEX_EXTRA = (("Aligned-only", "aligned_only"), ("Not scored (cut)", "n_truncated"))
 
 
 def index_rows(examples: list[dict], pages: int) -> list[dict]:
-    """One row per example page: class shares, the per-example measures (None: no positions), slice labels."""
+    """One row per example page: class shares of the classed positions and the per-example measures (None: no classed
+    positions, e.g. an empty answer), aligned-only positions, tokens not scored, slice labels."""
     rows = []
     for n, ex in enumerate(examples[:pages]):
         c = class_counts(ex)
-        total = max(c["positions"], 1)
+        classed = c["unshifted"] + c["marginal"] + c["shifted"]
+        share = {name: c[name] / classed if classed else None for name in ("shifted", "marginal", "unshifted")}
         rows.append({
-            "n": n, "id": str(ex["id"]), "query": ex["query"], "page": f"{n}.html", "positions": c["positions"],
-            "shifted": c["shifted"] / total, "marginal": c["marginal"] / total, "unshifted": c["unshifted"] / total,
+            "n": n, "id": str(ex["id"]), "query": ex["query"], "page": f"{n}.html", "positions": c["positions"], **share,
             "max_kl": c["max_kl"], "mean_kl": c["mean_kl"], "first_shifted": c["first_shifted"], "spikes": c["spikes"],
-            "n_truncated": c["n_truncated"], "slices": ex["slices"],
+            "aligned_only": c["aligned_only"], "n_truncated": c["n_truncated"], "slices": ex["slices"],
         })
     return rows
 
