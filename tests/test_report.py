@@ -102,6 +102,35 @@ def test_summary_counts_on_known_classes(tmp_path, pair_llama, tok_bos):
     assert relative[0]["shifted_rate"] == 0.5  # positions 0 of both answers
 
 
+def test_no_positions_means_no_ratios(tmp_path, pair_llama, capsys):
+    """A slice whose answers are all empty, and a corpus of only empty answers: ratios null (no 0.0 that reads as
+    'never shifted'), '-' on the pages and in the printout; the corpus keeps the records' top_k."""
+    a, b = _records(tmp_path, ranks=[[0, 5, 1], []], top1=[[50, 51, 52], []], token_rank=[[0, 0, 0], []])
+    (tmp_path / "part.json").write_text(json.dumps({"0": "full", "1": "empty"}))
+    tok = ["--tokenizer", str(pair_llama["aligned"])]
+    labels = ["--slices", str(tmp_path / "part.json")]
+    assert data_prep(["mixed", str(a), str(b), "--out", str(tmp_path / "m.pkl"), *labels, *tok]) == 0
+    s = json.loads((tmp_path / "m.summary.json").read_text())
+    assert s["slices"]["part"]["empty"]["ratios"] == {"unshifted": None, "marginal": None, "shifted": None}
+    assert s["slices"]["part"]["full"]["ratios"]["shifted"] == round(1 / 3, 6)
+    assert "part=empty: 1 examples, 0 positions, - / - / - unshifted / marginal / shifted" in capsys.readouterr().out
+    assert generate_html(["mixed", "--data", str(tmp_path / "m.pkl"), "--out", str(tmp_path / "h")]) == 0
+    rows = (tmp_path / "h" / "index.html").read_text().split("<tbody>")[1].split("</tr>")
+    assert '<td class="num c0" data-value="">-</td>' in rows[1] and '<td class="num c2" data-value="">-</td>' in rows[1]
+    labels = (tmp_path / "h" / "summary.html").read_text().split('class="slice-labels"')[1].split("</table>")[0]
+    assert '<td class="num c1">-</td>' in labels
+
+    (tmp_path / "e").mkdir()
+    c, d = _records(tmp_path / "e", ranks=[[], []], top1=[[], []], token_rank=[[], []])
+    assert data_prep(["empty", str(c), str(d), "--out", str(tmp_path / "e.pkl"), *tok]) == 0
+    s = json.loads((tmp_path / "e.summary.json").read_text())
+    assert s["top_k"] == 3 and load_prepared(tmp_path / "e.pkl")["top_k"] == 3  # the records', not 10
+    assert s["ratios"] == {"unshifted": None, "marginal": None, "shifted": None} and s["positions"] == 0
+    assert "  shifted            0       -" in capsys.readouterr().out
+    assert generate_html(["empty", "--data", str(tmp_path / "e.pkl"), "--out", str(tmp_path / "he")]) == 0
+    assert "- unshifted" in (tmp_path / "he" / "index.html").read_text()
+
+
 def test_reference_pickles_are_accepted(tmp_path, capsys):
     i2i = reference_pickle(tmp_path / "i2i.pkl", [3, 2, 0], lambda e, p: [7, 8, 9, 10])
     # Base lists: the aligned top-1 (7) at index 0, 2, absent / 1, 5.

@@ -104,9 +104,12 @@ def bare_query(prompt: str, template: str | None, source: str) -> str:
     return prompt
 
 
-def stored_k(joined: list[Joined]) -> int:
-    """Candidates stored per position on both sides (the smaller, when i2i and i2b used different --top_k)."""
-    return min((min(j.aligned_topk_ids.shape[1], j.base_topk_ids.shape[1]) for j in joined if len(j.response_ids)), default=SHOWN)
+def stored_k(joined: list[Joined], metas: tuple[dict, ...] = ()) -> int:
+    """Candidates stored per position on both sides (the smaller, when i2i and i2b used different --top_k); without any
+    position (only empty answers), the records' `top_k` (their metas'), else SHOWN."""
+    found = [min(j.aligned_topk_ids.shape[1], j.base_topk_ids.shape[1]) for j in joined if len(j.response_ids)]
+    recorded = [m["top_k"] for m in metas if isinstance(m.get("top_k"), int)]
+    return min(found or recorded or [SHOWN])
 
 
 def position_kl(metrics: dict[str, np.ndarray], exact: dict[str, np.ndarray], t: int) -> np.ndarray:
@@ -258,7 +261,7 @@ def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, tr
     (`add_slices`), and the token strings the pages and summary show."""
     run = load_joined(i2i_path, i2b_path, truncate_mismatched)
     joined, source, strings, a_meta, b_meta, cut = run.examples, run.source, run.tokens, run.aligned_meta, run.base_meta, run.cut
-    top_k = stored_k(joined)
+    top_k = stored_k(joined, (a_meta, b_meta))
     sides = {(j.aligned_topk_ids.shape[1], j.base_topk_ids.shape[1]) for j in joined if len(j.response_ids)}
     if any(a != b for a, b in sides):
         log.warning(f"i2i and i2b stored different numbers of candidates ({sorted(sides)[0]}): the top-k metrics use the {top_k} "

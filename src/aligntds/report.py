@@ -46,7 +46,13 @@ def environment():
         keep_trailing_newline=True,
     )
     env.globals.update(version=__version__, show=show_token, marks=WHITESPACE, template_label=template_label)
+    env.filters["pct"] = percent
     return env
+
+
+def percent(share: float | None) -> str:
+    """A share as the pages show it: `12.5%`, or `-` for none (a ratio of no positions is null)."""
+    return "-" if share is None else f"{100 * share:.1f}%"
 
 
 def template_label(template: str | None, side: str) -> str:

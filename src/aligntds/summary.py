@@ -137,10 +137,10 @@ def class_counts(cls: np.ndarray) -> dict[str, int]:
     return {name: int((cls == c).sum()) for c, name in zip((UNSHIFTED, MARGINAL, SHIFTED), CLASS_NAMES)}
 
 
-def ratios(counts: dict[str, int]) -> dict[str, float]:
-    """Each class's share of the classed positions (0.0 each when there are none)."""
+def ratios(counts: dict[str, int]) -> dict[str, float | None]:
+    """Each class's share of the classed positions (None each when there are none: a share of nothing is no number)."""
     n = sum(counts.values())
-    return {k: v / n if n else 0.0 for k, v in counts.items()}
+    return {k: v / n if n else None for k, v in counts.items()}
 
 
 def block(P: Positions, examples: int, tokens: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS,
@@ -166,7 +166,7 @@ def block(P: Positions, examples: int, tokens: dict, top_n: int = TOP_TOKENS, bi
         "examples": examples,
         "positions": n,
         **counts,
-        "ratios": {k: round(v, 6) for k, v in ratios(counts).items()},
+        "ratios": {k: None if v is None else round(v, 6) for k, v in ratios(counts).items()},
         "aligned_only": n - n_classed,
         "top_shifted_tokens": _token_table(P.aligned_top1, P.cls, SHIFTED, tokens, top_n),
         "top_unshifted_tokens": _token_table(P.aligned_top1, P.cls, UNSHIFTED, tokens, top_n),
@@ -337,7 +337,7 @@ def format_summary(s: dict, tokens: int = 12) -> str:
     """The summary as a terminal table."""
     lines = [f"{s['pair']}: {s['examples']} examples, {s['positions']:,} answer positions"]
     for name in CLASS_NAMES:
-        lines.append(f"  {name:<10} {s[name]:>9,}  {100 * s['ratios'][name]:5.1f}%")
+        lines.append(f"  {name:<10} {s[name]:>9,}  {_pct(s['ratios'][name]):>6}")
     gm = s["greedy_mismatch"]
     if gm is None:
         lines.append("  greedy mismatches: unknown (reference pickles hold no answer token ids)")
