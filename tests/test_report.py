@@ -57,8 +57,9 @@ def test_prepared_data_matches_the_records(report):
     assert summary == json.loads((report["html"] / "summary.json").read_text())
 
 
-def _records(tmp_path, ranks, top1, token_rank):
-    """Hand-made i2i/i2b records with known aligned ranks (the classes) and aligned top-1 ids."""
+def _records(tmp_path, ranks, top1, token_rank, ids=None):
+    """Hand-made i2i/i2b records with known aligned ranks (the classes) and aligned top-1 ids (`ids`: the examples' ids,
+    default their index)."""
     meta_a = {"mode": "i2i", "model": "m", "top_k": 3}
     meta_b = {"mode": "i2b", "model": "b", "top_k": 3, "template": None}
     a_recs, b_recs = [], []
@@ -69,7 +70,8 @@ def _records(tmp_path, ranks, top1, token_rank):
         lp = np.log(np.tile([0.5, 0.3, 0.1], (t, 1))).astype(np.float32)
         stats = {"topk_ids": top, "topk_logprobs": lp, "token_logprob": lp[:, 0], "token_rank": np.array(tr, np.int32),
                  "entropy": np.ones(t, np.float32)}
-        common = dict(index=i, id=i, answer_text="x", prompt_ids=[req.prompt_ids], response_ids=req.response_ids, n_truncated=0)
+        common = dict(index=i, id=i if ids is None else ids[i], answer_text="x",
+                      prompt_ids=[req.prompt_ids], response_ids=req.response_ids, n_truncated=0)
         a_recs.append(make_record("i2i", **common, prompts=["p"], stats=stats, meta=meta_a, final_generated_text="x"))
         base = {**stats, "topk_ids": top[:, ::-1].copy(), "aligned_rank": np.array(r, np.int32),
                 "aligned_logprob": np.log(np.full(t, 0.25)).astype(np.float32)}
@@ -129,6 +131,33 @@ def test_no_positions_means_no_ratios(tmp_path, pair_llama, capsys):
     assert "  shifted            0       -" in capsys.readouterr().out
     assert generate_html(["empty", "--data", str(tmp_path / "e.pkl"), "--out", str(tmp_path / "he")]) == 0
     assert "- unshifted" in (tmp_path / "he" / "index.html").read_text()
+
+
+def test_ids_that_are_not_strings(tmp_path, pair_llama, capsys):
+    """Ids null, true, 3 and 2.5 show as JSON writes them (not None, True) on the pages, in the printout and the curves, and
+    are their --slices keys; ids that repeat are one warning with their count."""
+    ids = [None, True, 3, 2.5, None, "x"]
+    ranks = [[5, 0], [5, 5], [0, 0], [5, 0], [0, 0], [0, 0]]
+    a, b = _records(tmp_path, ranks=ranks, top1=[[50, 51]] * 6, token_rank=[[0, 0]] * 6, ids=ids)
+    (tmp_path / "src.json").write_text(json.dumps({"null": "n", "true": "t", "3": "three", "2.5": "half", "x": "ex"}))
+    assert data_prep(["ids", str(a), str(b), "--out", str(tmp_path / "i.pkl"), "--slices", str(tmp_path / "src.json"),
+                      "--tokenizer", str(pair_llama["aligned"])]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("have the id of an earlier example") == 1 and "warning: 1 examples have the id of an earlier example (the " \
+        "first: null)" in err
+    assert "None" not in out and "True" not in out and "most shifted examples by shifted share: true (1), null (0.5)" in out
+    prep = load_prepared(tmp_path / "i.pkl")
+    assert [ex["slices"]["src"] for ex in prep["examples"]] == ["n", "t", "three", "half", "n", "ex"]
+    with open(tmp_path / "i.curves.csv") as f:
+        assert [row["id"] for row in csv.DictReader(f)][::2] == ["null", "true", "3", "2.5", "null", "x"]
+    assert generate_html(["ids", "--data", str(tmp_path / "i.pkl"), "--out", str(tmp_path / "h")]) == 0
+    for n, shown in enumerate(["null", "true", "3", "2.5"]):
+        assert f"<h1>ID: {shown}</h1>" in (tmp_path / "h" / f"{n}.html").read_text()
+    index, summary = (tmp_path / "h" / "index.html").read_text(), (tmp_path / "h" / "summary.html").read_text()
+    assert '<a href="0.html">null</a>' in index and '<a href="1.html">true</a>' in index
+    top = summary.split('id="top-shifted-share"')[1].split("</table>")[0]
+    assert '<a href="1.html">true</a>' in top and '<a href="0.html">null</a>' in top
+    assert ">None<" not in index + top and ">True<" not in index + top
 
 
 def test_reference_pickles_are_accepted(tmp_path, capsys):

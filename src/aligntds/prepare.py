@@ -74,7 +74,7 @@ from .data import QUERY_PLACEHOLDER
 from .errors import UserError
 from .join import Joined, load_joined
 from .metrics import ALIGNED_ONLY, SHIFTED, shift_class, topk_metrics
-from .slices import add_slices
+from .slices import add_slices, duplicate_ids, id_key
 from .tokentext import answer_spans, token_strings
 
 log = logging.getLogger("aligntds")
@@ -234,7 +234,8 @@ def add_example_measures(examples: list[dict], threshold: float | None) -> None:
 
 
 def curves_csv(prepared: dict) -> str:
-    """The reference's compute_dist_diff curves, one row per position: index, id, step and every top-k metric."""
+    """The reference's compute_dist_diff curves, one row per position: index, id (`slices.id_key`: a string as it is,
+    another id as JSON writes it), step and every top-k metric."""
     names = sorted({m for ex in prepared["examples"] for m in ex["metrics"]}, key=lambda m: (int(m.split("@")[1]), m))
     exact = sorted({m for ex in prepared["examples"] for m in ex["exact"]})
     buf = io.StringIO()
@@ -247,7 +248,7 @@ def curves_csv(prepared: dict) -> str:
         if not t:
             continue
         head = io.StringIO()
-        csv.writer(head, lineterminator="").writerow([ex["index"], ex["id"]])
+        csv.writer(head, lineterminator="").writerow([ex["index"], id_key(ex["id"])])
         columns = [np.arange(t), ex["cls"], ex["aligned_rank"], ex["spike"], ex["base_prob"],
                    *(ex["metrics"][m] for m in names), *(ex["exact"][m] for m in exact), *(ex[m] for m in extra)]
         prefix = head.getvalue() + ","
@@ -269,6 +270,10 @@ def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, tr
     examples = compute(joined, (10, top_k))
     for ex in examples:
         ex["query"] = bare_query(ex["base_prompt"], b_meta.get("template"), source)
+    repeats, first = duplicate_ids(examples)
+    if repeats:
+        log.warning(f"warning: {repeats} examples have the id of an earlier example (the first: {first}): the pages cannot tell "
+                    "them apart, and --slices gives them one label")
     slice_fields = add_slices(examples, a_meta, slice_by, data_file, slices_file)
     threshold = spike_threshold(examples)
     add_example_measures(examples, threshold)

@@ -25,6 +25,7 @@ from .data import REFERENCE_TEMPLATE
 from .errors import UserError
 from .metrics import ALIGNED_ONLY, MARGINAL, SHIFTED, UNSHIFTED
 from .prepare import default_output, load_prepared
+from .slices import id_key
 from .store import atomic_write_bytes
 from .summary import summarize, write_summary
 from .tokentext import EMPTY, MARKS, WHITESPACE, code_points, show_token, zero_width_spans
@@ -45,7 +46,7 @@ def environment():
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    env.globals.update(version=__version__, show=show_token, marks=WHITESPACE, template_label=template_label)
+    env.globals.update(version=__version__, show=show_token, show_id=id_key, marks=WHITESPACE, template_label=template_label)
     env.filters["pct"] = percent
     return env
 
@@ -228,7 +229,7 @@ def index_rows(examples: list[dict], pages: int) -> list[dict]:
         classed = c["unshifted"] + c["marginal"] + c["shifted"]
         share = {name: c[name] / classed if classed else None for name in ("shifted", "marginal", "unshifted")}
         rows.append({
-            "n": n, "id": str(ex["id"]), "query": ex["query"], "page": f"{n}.html", "positions": c["positions"], **share,
+            "n": n, "id": id_key(ex["id"]), "query": ex["query"], "page": f"{n}.html", "positions": c["positions"], **share,
             "max_kl": c["max_kl"], "mean_kl": c["mean_kl"], "first_shifted": c["first_shifted"], "spikes": c["spikes"],
             "aligned_only": c["aligned_only"], "n_truncated": c["n_truncated"], "slices": ex["slices"],
         })

@@ -36,6 +36,7 @@ import numpy as np
 
 from .metrics import ALIGNED_ONLY, CLASS_NAMES, MARGINAL, SHIFTED, UNSHIFTED
 from .records import provenance
+from .slices import id_key
 from .store import atomic_write_bytes
 from .tokentext import show_token
 
@@ -322,7 +323,7 @@ def _analyses_lines(s: dict, tokens: int) -> list[str]:
         lines.append(f"  spikes (KL > {sp['threshold']:.4g}, {sp['rule']}): {sp['positions']:,} positions in {sp['examples']} "
                      "examples")
     for key, title in (("shifted_share", "shifted share"), ("max_kl", "max KL")):
-        shown = ", ".join(f"{x['id']} ({x['value']:.3g})" for x in s["top_examples"][key][:5])
+        shown = ", ".join(f"{id_key(x['id'])} ({x['value']:.3g})" for x in s["top_examples"][key][:5])
         lines.append(f"  most shifted examples by {title}: {shown or '-'}")
     for name, labels in s["slices"].items():
         for label, b in labels.items():
