@@ -48,7 +48,13 @@ def environment():
     )
     env.globals.update(version=__version__, show=show_token, show_id=id_key, marks=WHITESPACE, template_label=template_label)
     env.filters["pct"] = percent
+    env.globals["truncated_kl_note"] = TRUNCATED_KL_NOTE
     return env
+
+
+TRUNCATED_KL_NOTE = ("KL@k is the reference's: Σ p_b log(p_b / p_a) over only the tokens both top-k lists share (probabilities "
+                     "renormalized over each side's stored top-k), so it is not a divergence: it can be slightly negative "
+                     "(as -0.0001), and it is 0 where the lists share no token.")
 
 
 def percent(share: float | None) -> str:
