@@ -32,7 +32,7 @@ from aligntds.metrics import SHIFTED, shift_class
 from aligntds.prepare import load_prepared
 from aligntds.prompts import ChatEncoder
 from aligntds.store import load_records, save_records
-from aligntds.summary import Positions, block, format_summary
+from aligntds.summary import Positions, block, format_summary, summarize
 from aligntds.tiny import save_pair_member, tiny_model
 from aligntds.tokentext import token_strings
 from helpers import REPO, one_error_line, reference_pickle
@@ -532,3 +532,16 @@ def test_compare_chain_refuses_what_is_not_a_chain(tmp_path, report, capsys):
     one_error_line(capsys, "b.json", "another base", "share one base")
     assert compare_pairs(["--chain", str(tmp_path / "a.json"), str(tmp_path / "c.json")]) == 2
     one_error_line(capsys, "c.json", "3 examples", "same answers")
+    # The same number of examples, other answers (another data file): refused, naming both summaries.
+    prep = load_prepared(report["prepared"])
+    prep["examples"][1]["answer_text"] += " And more."
+    other = summarize(prep)
+    assert other["answers_fingerprint"] != summary["answers_fingerprint"] and other["examples"] == summary["examples"]
+    (tmp_path / "d.json").write_text(json.dumps({**summary, "answers_fingerprint": other["answers_fingerprint"]}))
+    assert compare_pairs(["--chain", str(tmp_path / "a.json"), str(tmp_path / "d.json")]) == 2
+    one_error_line(capsys, "d.json: scored on other answers than", "a.json", "same answers")
+    assert summarize(load_prepared(report["prepared"]))["answers_fingerprint"] == summary["answers_fingerprint"]
+    old = {k: v for k, v in summary.items() if k != "answers_fingerprint"}  # of an earlier data_prep: a warning
+    (tmp_path / "e.json").write_text(json.dumps(old))
+    assert compare_pairs(["--chain", str(tmp_path / "a.json"), str(tmp_path / "e.json"), "--out", str(tmp_path / "x")]) == 0
+    assert "e.json: no answers_fingerprint" in capsys.readouterr().err

@@ -27,6 +27,7 @@ aligned top-1 tokens at those positions, `[token, count, shifted share]`, most f
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, fields
@@ -268,7 +269,15 @@ def summarize(prepared: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS
         "models": {side: prepared["meta"][side].get("model") for side in ("i2i", "i2b")},
         "provenance": {side: provenance(prepared["meta"][run], side) for side, run in (("aligned", "i2i"), ("base", "i2b"))},
         "top_k": prepared["top_k"],
+        "answers_fingerprint": answers_fingerprint(exs),
     }
+
+
+def answers_fingerprint(examples: list[dict]) -> str:
+    """A short hash (16 hex digits of sha256) of the answers the examples score: each one's index, id (`id_key`) and
+    answer text, in order. Two summaries with the same fingerprint scored the same answers (a chain's stages must)."""
+    rows = [[int(e["index"]), id_key(e["id"]), e["answer_text"]] for e in examples]
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def _mismatch(exs: list[dict], mismatch: np.ndarray, pos: np.ndarray) -> dict:
