@@ -480,6 +480,23 @@ def chain(planted, tmp_path_factory):
     return {"root": tmp / "runs" / "toy", "page": tmp / "page", "chain": json.loads((tmp / "page" / "chain.json").read_text())}
 
 
+def test_chain_labels_must_differ(tmp_path, report, capsys):
+    """A repeated stage label would make two stages share their files: refused before anything runs, by run_chain.sh and by
+    compare_pairs --labels."""
+    for stages in (["a=m1", "b=m2", "a=m3"], ["=m1", "b=m2"]):
+        done = subprocess.run(["bash", "scripts/run_chain.sh", "toy", str(tmp_path / "data.json"), *stages], cwd=REPO,
+                              env={**os.environ, "LOGITS_ROOT": str(tmp_path / "runs"), "PYTHON": "false"},
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith("error: the stage label 'a' is given twice" if stages[0] == "a=m1" else
+                                      "error: a stage has an empty label")
+        assert not (tmp_path / "runs").exists()
+    summary = str(report["html"] / "summary.json")
+    for chain in ([], ["--chain"]):
+        assert compare_pairs([*chain, summary, summary, "--labels", "a,a", "--out", str(tmp_path / "c")]) == 2
+        one_error_line(capsys, "--labels gives 'a' twice")
+
+
 @pytest.mark.slow
 def test_chain_shows_each_planted_token_at_its_stage(chain, planted):
     text = planted["text"]

@@ -39,6 +39,9 @@ def run_labels(paths: list[Path], summaries: list[dict], labels: list[str] | Non
     if labels:
         if len(labels) != len(summaries):
             raise UserError(f"--labels gives {len(labels)} names for {len(summaries)} summaries")
+        repeated = next((label for n, label in enumerate(labels) if label in labels[:n]), None)
+        if repeated is not None:
+            raise UserError(f"--labels gives '{repeated}' twice: each run needs its own label")
         return labels
     names = [s["pair"] for s in summaries]
     return [n if names.count(n) == 1 else f"{n} ({p.parent.name or p.stem})" for n, p in zip(names, paths)]
