@@ -45,6 +45,7 @@ class Joined:
     greedy_mismatch: np.ndarray  # bool [T]
     exact: dict = field(default_factory=dict)  # name -> float [T]: pair mode's divergences
     prompt_ids: np.ndarray | None = None  # int [P] the aligned prompt's ids, None: not stored (reference pickles)
+    base_prompt_ids: np.ndarray | None = None  # int [P'] the base prompt's ids, None: not stored (reference pickles)
     aligned_entropy: np.ndarray | None = None  # float [T] nats, None: not stored (reference pickles)
     base_entropy: np.ndarray | None = None
     aligned_only: np.ndarray | None = None  # bool [T] (None: all False)
@@ -117,7 +118,8 @@ def join_example(aligned: dict, base: dict, t: int, modes: tuple[str, str] = ("i
         aligned["index"], aligned["id"], a["prompt"], b["prompt"], aligned["probe_text"], base["response_ids"],
         a["topk_ids"][:t], a["topk_logprobs"][:t], b["topk_ids"], b["topk_logprobs"], rank, logprob, a["token_rank"][:t] > 0,
         {k: np.asarray(base[k], dtype=np.float64) for k in EXACT_KEYS if k in base},
-        prompt_ids=aligned["prompt_ids"], aligned_entropy=a["entropy"][:t], base_entropy=b["entropy"],
+        prompt_ids=aligned["prompt_ids"], base_prompt_ids=base[disk_key(modes[1], "base", "prompt_ids")],
+        aligned_entropy=a["entropy"][:t], base_entropy=b["entropy"],
         aligned_only=base.get("aligned_only"), n_truncated=int(len(aligned["response_ids"]) + aligned["n_truncated"] - t),
     )
 

@@ -25,6 +25,12 @@ Per example, per position (T positions; each a numpy array of length T):
                                     a character split over several tokens is on the token that completes it, the
                                     tokens before it hold what precedes it (often ""); reference pickles: their
                                     token strings, or with --tokenizer the answer ids decoded alone, cut the same way
+    aligned_boundary, base_boundary
+                      str           what each model read between its prompt and the spans that its prompt's text
+                                    does not end with (prepare.boundary): position t's prefix on a side is its prompt,
+                                    then (t > 0) its boundary, then the first t spans. With a SentencePiece tokenizer
+                                    the answer's first token carries a space: the chat prompt's text ends in it (""),
+                                    the reference's base template does not (" "); "" for the reference's pickles
     aligned_topk_ids, aligned_topk_logprobs, base_topk_ids, base_topk_logprobs
                       int32 / float32 [T, 10]: each side's top-10
     aligned_rank      int32 [T]     0-based base rank of the aligned top-1 (-1: beyond the stored base top-k,
@@ -84,7 +90,7 @@ SHOWN = 10  # candidates per side kept for the pages
 # to the code's names (aligned_topk_ids, base_topk_logprobs, answer_text, ...), provenance in the summary.
 PREPARED_FORMAT = 2
 # Keys added to format 2 since: a file without them is of an earlier data_prep, refused as the older formats are.
-EXAMPLE_KEYS = {"spans", "n_truncated"}
+EXAMPLE_KEYS = {"spans", "n_truncated", "aligned_boundary", "base_boundary"}
 
 
 def default_output(pair: str) -> Path:
@@ -181,7 +187,8 @@ def add_spans(examples: list[dict], joined: list[Joined], tokenizer, tokenizatio
     (`tokentext.answer_spans`). The text is the answer ids decoded after the aligned prompt's ids as
     `ChatEncoder.decode_answer` does (as generate_outputs writes an answer: after a SentencePiece chat prompt,
     without the boundary space the prompt's text already ends in), so that a prompt followed by the first t
-    spans reads as the context of position t."""
+    spans reads as the context of position t; and each side's `boundary` (`aligned_boundary`, `base_boundary`), what
+    goes between that side's prompt and the spans for the prefix to read as that model read it."""
     from tqdm.auto import tqdm
 
     from .prompts import ChatEncoder
@@ -190,6 +197,22 @@ def add_spans(examples: list[dict], joined: list[Joined], tokenizer, tokenizatio
     for ex, j in tqdm(list(zip(examples, joined)), desc="answer text", unit="ex", disable=len(examples) < 100):
         ids, context = ex["response_ids"].tolist(), j.prompt_ids.tolist()
         ex["spans"] = answer_spans(tokenizer, ids, context, encoder.decode_answer(j.aligned_prompt, context, ids))
+        joined_text = "".join(ex["spans"])
+        ex["aligned_boundary"] = boundary(tokenizer, j.aligned_prompt, context, ids, joined_text)
+        ex["base_boundary"] = boundary(tokenizer, j.base_prompt, j.base_prompt_ids.tolist(), ids, joined_text)
+
+
+def boundary(tokenizer, prompt: str, prompt_ids: list[int], ids: list[int], text: str) -> str:
+    """What a model read between its prompt and the answer `text` (the answer's spans put together) that the prompt's
+    text does not end with: the answer ids decoded after the prompt's ids begin with it. A SentencePiece answer's
+    first token carries a space (`▁Thank`): the aligned chat prompt's text ends in that space (""), the reference's
+    base template ends in ``` (" ": the base model read "``` Thank"); "" for byte-level tokenizers, and whenever the
+    decoding does not end with `text`."""
+    kw = dict(skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    full, head = tokenizer.decode(list(prompt_ids) + list(ids), **kw), tokenizer.decode(list(prompt_ids), **kw)
+    read = full[len(head):] if full.startswith(head) else tokenizer.decode(list(ids), **kw)
+    lead = read[: len(read) - len(text)] if read.endswith(text) else ""
+    return "" if prompt.endswith(lead) else lead
 
 
 def tied_top1(j: Joined) -> np.ndarray:
@@ -288,11 +311,13 @@ def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, tr
         if source == "reference":  # no prompt ids: the answer ids decoded alone
             for ex in examples:
                 ex["spans"] = answer_spans(tok, ex["response_ids"].tolist())
+                ex["aligned_boundary"] = ex["base_boundary"] = ""
         else:
             add_spans(examples, joined, tok, a_meta.get("tokenization", "chat"))
     else:
         for ex in examples:
             ex["spans"] = [strings.get(i, f"<{i}>") for i in ex["response_ids"].tolist()]
+            ex["aligned_boundary"] = ex["base_boundary"] = ""
     if cut:
         log.warning(f"{cut} examples had answers of different lengths and were cut to the shorter (--truncate_mismatched)")
     return {

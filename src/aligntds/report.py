@@ -120,9 +120,10 @@ def page_data(ex: dict, tokens: dict[int, str], k: int = 10) -> dict:
 
     Top-10 probabilities go as integer parts per million; the base probability of the aligned
     token, often far smaller, with four significant digits. KL, Jaccard and WS are at k (10, or the
-    stored top-k when fewer were stored). `spans` are the answer text per token (the prefixes are the prompts
-    followed by them), `marks` and `empty` what the tables show for whitespace and control characters (those of
-    `tokentext.MARKS` that the page's tokens hold) and for an empty token."""
+    stored top-k when fewer were stored). `spans` are the answer text per token (position t's prefixes are the
+    prompts, each side's boundary when t > 0, and the first t spans: `prepare.boundary`), `marks` and `empty` what
+    the tables show for whitespace and control characters (those of `tokentext.MARKS` that the page's tokens hold)
+    and for an empty token."""
     ids = {*ex["response_ids"].tolist(), *ex["aligned_topk_ids"].ravel().tolist(), *ex["base_topk_ids"].ravel().tolist()}
     m = ex["metrics"]
     t = len(ex["response_ids"])
@@ -152,6 +153,8 @@ def page_data(ex: dict, tokens: dict[int, str], k: int = 10) -> dict:
         "spike": ex["spike"].tolist(),
         "aligned_prompt": ex["aligned_prompt"],
         "base_prompt": ex["base_prompt"],
+        "aligned_boundary": ex["aligned_boundary"],
+        "base_boundary": ex["base_boundary"],
     }
 
 
