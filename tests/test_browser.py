@@ -249,7 +249,8 @@ def multilingual(request, tmp_path_factory, tok_multi):
     summary = root / "html" / "summary.json"
     assert compare_pairs([str(summary), str(summary), "--labels", "a,b", "--out", str(root / "compare")]) == 0
     assert compare_pairs(["--chain", str(summary), str(summary), "--labels", "a,b", "--out", str(root / "chain")]) == 0
-    return {"root": root, "kind": request.param, "tok": tok, "html": root / "html", "prepared": load_prepared(prepared), "i2i": load_records(i2i),
+    return {"root": root, "kind": request.param, "tok": tok, "html": root / "html",
+            "prepared": load_prepared(prepared), "i2i": load_records(i2i),
             "summary": json.loads(summary.read_text())}
 
 
