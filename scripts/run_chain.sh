@@ -73,6 +73,18 @@ for stage in "${stages[@]}"; do
         models+=("")
     fi
 done
+declare -A seen=()
+for label in "${labels[@]}"; do  # a label names its stage's files: a repeated one would make two stages share them
+    if [ -z "$label" ]; then
+        echo "error: a stage has an empty label: give LABEL=MODEL or a preset" >&2
+        exit 2
+    fi
+    if [ -n "${seen[$label]+x}" ]; then
+        echo "error: the stage label '$label' is given twice: each stage needs its own label (LABEL=MODEL)" >&2
+        exit 2
+    fi
+    seen[$label]=1
+done
 last=${labels[-1]}
 
 pids=()

@@ -32,7 +32,7 @@ from aligntds.metrics import SHIFTED, shift_class
 from aligntds.prepare import load_prepared
 from aligntds.prompts import ChatEncoder
 from aligntds.store import load_records, save_records
-from aligntds.summary import Positions, block, format_summary
+from aligntds.summary import Positions, block, format_summary, summarize
 from aligntds.tiny import save_pair_member, tiny_model
 from aligntds.tokentext import token_strings
 from helpers import REPO, one_error_line, reference_pickle
@@ -320,6 +320,27 @@ def test_slice_labels_from_the_data_file_and_a_labels_file(tmp_path, report, cap
     one_error_line(capsys, "do not name their data file", "--data_file")
 
 
+def test_labels_file_is_read_as_data_files_are(tmp_path, report, capsys):
+    """A --slices file with a UTF-8 byte-order mark is read; one with a lone surrogate (in a label, a nested label or an
+    id) is one line naming the file and the key, and the outputs of an earlier run stay as they were (nothing is written
+    before everything is computed)."""
+    i2i, i2b = report["root"] / "i2i/r-i2i.pkl", report["root"] / "i2b/r-i2b.pkl"
+    out = tmp_path / "s.pkl"
+    outputs = [out, out.with_suffix(".summary.json"), out.with_suffix(".curves.csv")]
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"0": "web", "3": "books"}).encode())
+    assert data_prep(["r", str(i2i), str(i2b), "--out", str(out), "--slices", str(tmp_path / "bom.json")]) == 0
+    assert [ex["slices"] for ex in load_prepared(out)["examples"]] == [
+        {"bom": "web"}, {"bom": "null"}, {"bom": "null"}, {"bom": "books"}]
+    before = [p.read_bytes() for p in outputs]
+    for name, text, key in (("label", '{"0": "web", "3": "b\\udc80oks"}', "'3'"),
+                            ("nested", '{"0": {"topic": "\\ud83d"}}', "'0.topic'"),
+                            ("key", '{"0": "web", "\\ud83d": "x"}', "'\\ud83d'")):
+        (tmp_path / f"{name}.json").write_text(text)
+        assert data_prep(["r", str(i2i), str(i2b), "--out", str(out), "--slices", str(tmp_path / f"{name}.json")]) == 2
+        one_error_line(capsys, f"{name}.json", key, "lone surrogate")
+        assert [p.read_bytes() for p in outputs] == before
+
+
 # -- most shifted examples and spikes ------------------------------------------------------------
 
 def pair_record(i: int, kl: np.ndarray, rank: np.ndarray, meta: dict) -> dict:
@@ -393,6 +414,52 @@ def test_top_examples_and_spikes(tmp_path, pair_llama):
     assert 'data-col="10" data-type="num">Spikes' in index
 
 
+def test_aligned_only_positions_are_left_out_per_example(tmp_path, pair_llama):
+    """Positions never classed (aligned_only: the base model was fed a stand-in there) count in no per-example share, KL
+    or spike, nor in the spike threshold; the example page and the index say how many an answer has."""
+    meta = {"mode": "pair", "model": str(pair_llama["aligned"]), "base_model": str(pair_llama["base"]), "top_k": 3,
+            "template": None}
+    rng = np.random.default_rng(0)
+    kls = [rng.uniform(0.01, 0.2, 6) for _ in range(12)]
+    ranks = [np.zeros(6, np.int64) for _ in range(12)]
+    only = [np.zeros(6, bool) for _ in range(12)]
+    ranks[0][0] = 5
+    only[0][3:] = True  # from the first token only the aligned vocabulary has
+    kls[0][3:] = 50.0  # a KL against a stand-in: no spike, no max
+    only[1][:] = True  # nothing classed
+    kls[1][:] = 40.0
+    records = []
+    for i in range(12):
+        rec = pair_record(i, kls[i], ranks[i], meta)
+        rec["aligned_only"] = only[i]
+        records.append(rec)
+    save_records(tmp_path / "p.pkl", records)
+    assert data_prep(["ao", str(tmp_path / "p.pkl"), "--out", str(tmp_path / "k.pkl")]) == 0
+    prep = load_prepared(tmp_path / "k.pkl")
+    classed_kl = np.concatenate([k[~o] for k, o in zip(kls, only)]).astype(np.float32).astype(np.float64)
+    assert prep["spike_threshold"] == pytest.approx(classed_kl.mean() + 3 * classed_kl.std(), abs=1e-6)
+    first, empty = prep["examples"][0], prep["examples"][1]
+    assert first["shifted_share"] == pytest.approx(1 / 3) and first["first_shifted"] == 0
+    assert first["max_kl"] == pytest.approx(kls[0][:3].max()) and first["mean_kl"] == pytest.approx(kls[0][:3].mean())
+    assert not first["spike"][3:].any() and not empty["spike"].any()
+    assert np.isnan(empty["shifted_share"]) and np.isnan(empty["max_kl"]) and np.isnan(empty["mean_kl"])
+    s = json.loads((tmp_path / "k.summary.json").read_text())
+    assert s["aligned_only"] == 9 and s["spikes"]["positions"] == sum(ex["spikes"] for ex in prep["examples"])
+    assert [x["index"] for x in s["top_examples"]["max_kl"]][:1] != [1]
+
+    assert generate_html(["ao", "--data", str(tmp_path / "k.pkl"), "--out", str(tmp_path / "h")]) == 0
+    page = (tmp_path / "h" / "0.html").read_text()
+    assert '<span id="aligned-only">3 not classed' in page and "Shifted share 33.3%" in page
+    assert '<span id="aligned-only">6 not classed' in (tmp_path / "h" / "1.html").read_text()
+    assert 'id="aligned-only"' not in (tmp_path / "h" / "2.html").read_text()
+    index = (tmp_path / "h" / "index.html").read_text()
+    assert 'data-col="11" data-type="num">Aligned-only' in index
+    rows = index.split("<tbody>")[1].split("</tr>")
+    assert '<td class="num c2" data-value="0.3333333333333333">33.3%</td>' in rows[0]
+    assert '<td class="num c2" data-value="">-</td>' in rows[1]  # no classed position: no share, sorted last
+    assert '<td class="num" data-value="6">6</td>' in rows[1]
+
+
 # -- checkpoint chains ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -411,6 +478,23 @@ def chain(planted, tmp_path_factory):
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: a chain needs at least two stages, got 1"
     return {"root": tmp / "runs" / "toy", "page": tmp / "page", "chain": json.loads((tmp / "page" / "chain.json").read_text())}
+
+
+def test_chain_labels_must_differ(tmp_path, report, capsys):
+    """A repeated stage label would make two stages share their files: refused before anything runs, by run_chain.sh and by
+    compare_pairs --labels."""
+    for stages in (["a=m1", "b=m2", "a=m3"], ["=m1", "b=m2"]):
+        done = subprocess.run(["bash", "scripts/run_chain.sh", "toy", str(tmp_path / "data.json"), *stages], cwd=REPO,
+                              env={**os.environ, "LOGITS_ROOT": str(tmp_path / "runs"), "PYTHON": "false"},
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith("error: the stage label 'a' is given twice" if stages[0] == "a=m1" else
+                                      "error: a stage has an empty label")
+        assert not (tmp_path / "runs").exists()
+    summary = str(report["html"] / "summary.json")
+    for chain in ([], ["--chain"]):
+        assert compare_pairs([*chain, summary, summary, "--labels", "a,a", "--out", str(tmp_path / "c")]) == 2
+        one_error_line(capsys, "--labels gives 'a' twice")
 
 
 @pytest.mark.slow
@@ -465,3 +549,16 @@ def test_compare_chain_refuses_what_is_not_a_chain(tmp_path, report, capsys):
     one_error_line(capsys, "b.json", "another base", "share one base")
     assert compare_pairs(["--chain", str(tmp_path / "a.json"), str(tmp_path / "c.json")]) == 2
     one_error_line(capsys, "c.json", "3 examples", "same answers")
+    # The same number of examples, other answers (another data file): refused, naming both summaries.
+    prep = load_prepared(report["prepared"])
+    prep["examples"][1]["answer_text"] += " And more."
+    other = summarize(prep)
+    assert other["answers_fingerprint"] != summary["answers_fingerprint"] and other["examples"] == summary["examples"]
+    (tmp_path / "d.json").write_text(json.dumps({**summary, "answers_fingerprint": other["answers_fingerprint"]}))
+    assert compare_pairs(["--chain", str(tmp_path / "a.json"), str(tmp_path / "d.json")]) == 2
+    one_error_line(capsys, "d.json: scored on other answers than", "a.json", "same answers")
+    assert summarize(load_prepared(report["prepared"]))["answers_fingerprint"] == summary["answers_fingerprint"]
+    old = {k: v for k, v in summary.items() if k != "answers_fingerprint"}  # of an earlier data_prep: a warning
+    (tmp_path / "e.json").write_text(json.dumps(old))
+    assert compare_pairs(["--chain", str(tmp_path / "a.json"), str(tmp_path / "e.json"), "--out", str(tmp_path / "x")]) == 0
+    assert "e.json: no answers_fingerprint" in capsys.readouterr().err

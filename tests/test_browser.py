@@ -24,7 +24,7 @@ from aligntds.prepare import load_prepared
 from aligntds.store import load_records
 from aligntds.summary import format_summary
 from aligntds.tiny import save_pair_member, tiny_model
-from aligntds.tokentext import WHITESPACE, show_token
+from aligntds.tokentext import MARKS, WHITESPACE, show_token, zero_width
 from helpers import HOSTILE_ANSWER, HOSTILE_PROMPT, MULTILINGUAL_ANSWERS, slow_answer_spans, sp_folder, write_data
 
 pytestmark = pytest.mark.slow  # a real browser, and the pipeline on answers in many scripts
@@ -38,11 +38,18 @@ visible = show_token  # what the page shows for a token in a table (the page's v
 
 
 def unmarked(shown: str) -> str:
-    """The answer's text back from what the page shows: whitespace marks undone (a line break is a mark and <br>)."""
+    """The answer's text back from what the page shows: whitespace and control marks undone (a line break is a mark and
+    <br>)."""
     shown = shown.replace(WHITESPACE["\n"] + "\n", "\n")
-    for ch, mark in WHITESPACE.items():
+    for ch, mark in MARKS.items():
         shown = shown.replace(mark, ch)
     return shown
+
+
+# A carriage return (the HTML parser reads a raw one as a line break), control characters, and a ZWJ and a variation
+# selector that both tokenizers put in tokens of their own.
+CONTROL_ANSWER = "Line one\r\nline two \x1b[1mbold\x08 ok \u200d x\ufe0f!</s>"
+PAGE_ANSWERS = [*MULTILINGUAL_ANSWERS, CONTROL_ANSWER]
 
 
 @pytest.fixture(scope="module")
@@ -129,9 +136,10 @@ def test_hostile_text_renders_literally(page, report):
 def test_index_sorts_and_summary_renders(page, report):
     page.goto((report["html"] / "index.html").as_uri())
 
-    def shifted():
+    def shifted():  # the empty answer has no share ("-"): last either way
         values = page.locator("#examples tbody td:nth-child(5)").evaluate_all("els => els.map(e => e.dataset.value)")
-        return [float(v) for v in values]
+        assert values[-1] == "" and "" not in values[:-1]
+        return [float(v) for v in values[:-1]]
 
     page.click("th button[data-col='4']")
     assert shifted() == sorted(shifted())
@@ -222,7 +230,7 @@ CLICK_EVERY_TOKEN = """() => Array.from(document.querySelectorAll('#answer .tok'
 
 @pytest.fixture(scope="module", params=["bpe", "sentencepiece"])
 def multilingual(request, tmp_path_factory, tok_multi):
-    """i2i, i2b, data_prep, generate_html, compare_pairs (a comparison and a chain) on MULTILINGUAL_ANSWERS, with a
+    """i2i, i2b, data_prep, generate_html, compare_pairs (a comparison and a chain) on PAGE_ANSWERS, with a
     tiny random Llama pair on a byte-level BPE tokenizer (`tok_multi`) or on Mistral-7B's SentencePiece tokenizer."""
     from transformers import AutoTokenizer
 
@@ -230,19 +238,20 @@ def multilingual(request, tmp_path_factory, tok_multi):
     tok = tok_multi if request.param == "bpe" else AutoTokenizer.from_pretrained(sp_folder(root, "v1", legacy=False))
     models = {role: save_pair_member(root / role, tiny_model("llama", len(tok), seed=seed), tok)
               for role, seed in (("base", 1), ("aligned", 2))}
-    data = write_data(root / "data.json", [(f"Question {n}?", a) for n, a in enumerate(MULTILINGUAL_ANSWERS)])
+    data = write_data(root / "data.json", [(f"Question {n}?", a) for n, a in enumerate(PAGE_ANSWERS)])
     common = ["--data_file", str(data), "--pair", "m", "--logits_folder", str(root / "shards")]
     assert logit_analysis([*common, "--mode", "i2i", "--aligned_model", str(models["aligned"])]) == 0
-    i2i = root / "shards" / "m-i2i.[0:2].pkl"
+    i2i = root / "shards" / "m-i2i.[0:3].pkl"
     assert logit_analysis([*common, "--mode", "i2b", "--base_model", str(models["base"]), "--enable_template",
                            "--i2i_pkl_file", str(i2i)]) == 0
     prepared = root / "m.pkl"
-    assert data_prep(["m", str(i2i), str(root / "shards" / "m-i2b.[0:2].pkl"), "--out", str(prepared)]) == 0
+    assert data_prep(["m", str(i2i), str(root / "shards" / "m-i2b.[0:3].pkl"), "--out", str(prepared)]) == 0
     assert generate_html(["m", "--data", str(prepared), "--out", str(root / "html")]) == 0
     summary = root / "html" / "summary.json"
     assert compare_pairs([str(summary), str(summary), "--labels", "a,b", "--out", str(root / "compare")]) == 0
     assert compare_pairs(["--chain", str(summary), str(summary), "--labels", "a,b", "--out", str(root / "chain")]) == 0
-    return {"root": root, "tok": tok, "html": root / "html", "prepared": load_prepared(prepared), "i2i": load_records(i2i),
+    return {"root": root, "kind": request.param, "tok": tok, "html": root / "html",
+            "prepared": load_prepared(prepared), "i2i": load_records(i2i),
             "summary": json.loads(summary.read_text())}
 
 
@@ -251,7 +260,8 @@ def test_each_script_is_shown_exactly(page, multilingual):
     position's token: its bytes where it is part of a character); the prefixes are the prompts and the decoded text."""
     tok, prep = multilingual["tok"], multilingual["prepared"]
     parts = 0
-    for n, (answer, ex, rec) in enumerate(zip(MULTILINGUAL_ANSWERS, prep["examples"], multilingual["i2i"])):
+    zero_width_tokens = 0
+    for n, (answer, ex, rec) in enumerate(zip(PAGE_ANSWERS, prep["examples"], multilingual["i2i"])):
         html = (multilingual["html"] / f"{n}.html").read_text(encoding="utf-8")
         island = json.loads(html.split('id="tds-data">')[1].split("</script>")[0])  # JSON escapes U+FFFD as \ufffd
         assert "\ufffd" not in html + json.dumps(island, ensure_ascii=False)
@@ -262,14 +272,25 @@ def test_each_script_is_shown_exactly(page, multilingual):
         expected = slow_answer_spans(tok, ids, ex["aligned_prompt"], prompt_ids)
         shown = page.evaluate(CLICK_EVERY_TOKEN)
         assert len(shown) == len(ids)
+        # SentencePiece: the answer's first token carries a space that the base template (ending in ```) lacks
+        assert ex["base_boundary"] == ("" if multilingual["kind"] == "bpe" else " ") and ex["aligned_boundary"] == ""
         for t, got in enumerate(shown):
             assert "\ufffd" not in got["text"], (t, got["text"])
             assert got["aligned"] == ex["aligned_prompt"] + "".join(expected[:t])
-            assert got["base"] == ex["base_prompt"] + "".join(expected[:t])
+            assert got["base"] == ex["base_prompt"] + (ex["base_boundary"] if t else "") + "".join(expected[:t])
             if "\ufffd" in tok.decode(ids[t: t + 1]):  # only part of a character: the position shows its bytes
                 parts += 1
                 assert visible(prep["tokens"][ids[t]]) in got["text"].split("\n")[0] and "<0x" in prep["tokens"][ids[t]]
         assert "\ufffd" not in page.inner_text("body")
+        # every token can be seen and clicked: a token whose text shows nothing by itself (a combining mark, a ZWJ) has a
+        # stub, titled with its code points
+        widths = page.locator("#answer .tok").evaluate_all("els => els.map(e => e.getBoundingClientRect().width)")
+        assert [t for t, w in enumerate(widths) if w < 2] == []
+        for t in (t for t, span in enumerate(expected) if zero_width(span)):
+            zero_width_tokens += 1
+            assert page.get_attribute(f'#answer .tok[data-t="{t}"]', "title").startswith(f"U+{ord(expected[t][0]):04X} ")
+            page.click(f'#answer .tok[data-t="{t}"]')
+            assert page.inner_text("#content .position").startswith(f"Position {t}: ")
         # a token with no text of its own is a stub, titled with its bytes and clicked like any other
         stub = next((t for t, span in enumerate(expected) if not span and "<0x" in prep["tokens"][ids[t]]), None)
         if stub is not None:
@@ -278,6 +299,7 @@ def test_each_script_is_shown_exactly(page, multilingual):
             assert page.inner_text("#content .position").startswith(f"Position {stub}: ")
         assert page.problems == []
     assert parts >= 8  # 🦩, 鬱 and the flag split in both vocabularies, and more
+    assert zero_width_tokens >= 5  # U+0301, the virama and a vowel sign, the ZWJ and the variation selector
 
 
 def test_token_lists_show_bytes_never_u_fffd(multilingual):

@@ -53,8 +53,13 @@ def test_findings_command(tmp_path, data_file, pair_llama, capsys):
     got = json.loads(capsys.readouterr().out)
     want = figures(load_records(i2b), load_tokenizer(str(pair_llama["base"])), ["Sure!", "I hope this helps!"])
     assert got == json.loads(json.dumps(want)) and got["answers"] == 6 and got["style_positions"] > 0
+    assert findings([str(i2b), "--style", "", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["style_phrases"] == 0
     assert findings([str(i2b), "--style", ""]) == 0
-    assert "6 answers" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "6 answers" in out and "style" not in out.replace("no style phrases", "")  # no meaningless "0 style ... 0.0%"
+    assert findings([str(i2b), "--style", str(style)]) == 0
+    assert "style share of shifted" in capsys.readouterr().out
     assert findings([str(i2i), "--style", str(style)]) == 2
     one_error_line(capsys, "holds i2i records, expected i2b")
     style.write_text("{}")

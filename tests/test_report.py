@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import pickle
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,6 +23,8 @@ from aligntds.prepare import load_prepared
 from aligntds.records import make_record
 from aligntds.scoring import Request
 from aligntds.store import load_records, save_records
+from aligntds.tiny import save_pair_member, tiny_model
+from aligntds.tokentext import answer_spans, token_strings
 from helpers import REPORT_EXAMPLES, one_error_line, reference_pickle
 
 
@@ -54,8 +57,9 @@ def test_prepared_data_matches_the_records(report):
     assert summary == json.loads((report["html"] / "summary.json").read_text())
 
 
-def _records(tmp_path, ranks, top1, token_rank):
-    """Hand-made i2i/i2b records with known aligned ranks (the classes) and aligned top-1 ids."""
+def _records(tmp_path, ranks, top1, token_rank, ids=None):
+    """Hand-made i2i/i2b records with known aligned ranks (the classes) and aligned top-1 ids (`ids`: the examples' ids,
+    default their index)."""
     meta_a = {"mode": "i2i", "model": "m", "top_k": 3}
     meta_b = {"mode": "i2b", "model": "b", "top_k": 3, "template": None}
     a_recs, b_recs = [], []
@@ -66,7 +70,8 @@ def _records(tmp_path, ranks, top1, token_rank):
         lp = np.log(np.tile([0.5, 0.3, 0.1], (t, 1))).astype(np.float32)
         stats = {"topk_ids": top, "topk_logprobs": lp, "token_logprob": lp[:, 0], "token_rank": np.array(tr, np.int32),
                  "entropy": np.ones(t, np.float32)}
-        common = dict(index=i, id=i, answer_text="x", prompt_ids=[req.prompt_ids], response_ids=req.response_ids, n_truncated=0)
+        common = dict(index=i, id=i if ids is None else ids[i], answer_text="x",
+                      prompt_ids=[req.prompt_ids], response_ids=req.response_ids, n_truncated=0)
         a_recs.append(make_record("i2i", **common, prompts=["p"], stats=stats, meta=meta_a, final_generated_text="x"))
         base = {**stats, "topk_ids": top[:, ::-1].copy(), "aligned_rank": np.array(r, np.int32),
                 "aligned_logprob": np.log(np.full(t, 0.25)).astype(np.float32)}
@@ -99,6 +104,62 @@ def test_summary_counts_on_known_classes(tmp_path, pair_llama, tok_bos):
     assert relative[0]["shifted_rate"] == 0.5  # positions 0 of both answers
 
 
+def test_no_positions_means_no_ratios(tmp_path, pair_llama, capsys):
+    """A slice whose answers are all empty, and a corpus of only empty answers: ratios null (no 0.0 that reads as
+    'never shifted'), '-' on the pages and in the printout; the corpus keeps the records' top_k."""
+    a, b = _records(tmp_path, ranks=[[0, 5, 1], []], top1=[[50, 51, 52], []], token_rank=[[0, 0, 0], []])
+    (tmp_path / "part.json").write_text(json.dumps({"0": "full", "1": "empty"}))
+    tok = ["--tokenizer", str(pair_llama["aligned"])]
+    labels = ["--slices", str(tmp_path / "part.json")]
+    assert data_prep(["mixed", str(a), str(b), "--out", str(tmp_path / "m.pkl"), *labels, *tok]) == 0
+    s = json.loads((tmp_path / "m.summary.json").read_text())
+    assert s["slices"]["part"]["empty"]["ratios"] == {"unshifted": None, "marginal": None, "shifted": None}
+    assert s["slices"]["part"]["full"]["ratios"]["shifted"] == round(1 / 3, 6)
+    assert "part=empty: 1 examples, 0 positions, - / - / - unshifted / marginal / shifted" in capsys.readouterr().out
+    assert generate_html(["mixed", "--data", str(tmp_path / "m.pkl"), "--out", str(tmp_path / "h")]) == 0
+    rows = (tmp_path / "h" / "index.html").read_text().split("<tbody>")[1].split("</tr>")
+    assert '<td class="num c0" data-value="">-</td>' in rows[1] and '<td class="num c2" data-value="">-</td>' in rows[1]
+    labels = (tmp_path / "h" / "summary.html").read_text().split('class="slice-labels"')[1].split("</table>")[0]
+    assert '<td class="num c1">-</td>' in labels
+
+    (tmp_path / "e").mkdir()
+    c, d = _records(tmp_path / "e", ranks=[[], []], top1=[[], []], token_rank=[[], []])
+    assert data_prep(["empty", str(c), str(d), "--out", str(tmp_path / "e.pkl"), *tok]) == 0
+    s = json.loads((tmp_path / "e.summary.json").read_text())
+    assert s["top_k"] == 3 and load_prepared(tmp_path / "e.pkl")["top_k"] == 3  # the records', not 10
+    assert s["ratios"] == {"unshifted": None, "marginal": None, "shifted": None} and s["positions"] == 0
+    assert "  shifted            0       -" in capsys.readouterr().out
+    assert generate_html(["empty", "--data", str(tmp_path / "e.pkl"), "--out", str(tmp_path / "he")]) == 0
+    assert "- unshifted" in (tmp_path / "he" / "index.html").read_text()
+
+
+def test_ids_that_are_not_strings(tmp_path, pair_llama, capsys):
+    """Ids null, true, 3 and 2.5 show as JSON writes them (not None, True) on the pages, in the printout and the curves, and
+    are their --slices keys; ids that repeat are one warning with their count."""
+    ids = [None, True, 3, 2.5, None, "x"]
+    ranks = [[5, 0], [5, 5], [0, 0], [5, 0], [0, 0], [0, 0]]
+    a, b = _records(tmp_path, ranks=ranks, top1=[[50, 51]] * 6, token_rank=[[0, 0]] * 6, ids=ids)
+    (tmp_path / "src.json").write_text(json.dumps({"null": "n", "true": "t", "3": "three", "2.5": "half", "x": "ex"}))
+    assert data_prep(["ids", str(a), str(b), "--out", str(tmp_path / "i.pkl"), "--slices", str(tmp_path / "src.json"),
+                      "--tokenizer", str(pair_llama["aligned"])]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("have the id of an earlier example") == 1 and "warning: 1 examples have the id of an earlier example (the " \
+        "first: null)" in err
+    assert "None" not in out and "True" not in out and "most shifted examples by shifted share: true (1), null (0.5)" in out
+    prep = load_prepared(tmp_path / "i.pkl")
+    assert [ex["slices"]["src"] for ex in prep["examples"]] == ["n", "t", "three", "half", "n", "ex"]
+    with open(tmp_path / "i.curves.csv") as f:
+        assert [row["id"] for row in csv.DictReader(f)][::2] == ["null", "true", "3", "2.5", "null", "x"]
+    assert generate_html(["ids", "--data", str(tmp_path / "i.pkl"), "--out", str(tmp_path / "h")]) == 0
+    for n, shown in enumerate(["null", "true", "3", "2.5"]):
+        assert f"<h1>ID: {shown}</h1>" in (tmp_path / "h" / f"{n}.html").read_text()
+    index, summary = (tmp_path / "h" / "index.html").read_text(), (tmp_path / "h" / "summary.html").read_text()
+    assert '<a href="0.html">null</a>' in index and '<a href="1.html">true</a>' in index
+    top = summary.split('id="top-shifted-share"')[1].split("</table>")[0]
+    assert '<a href="1.html">true</a>' in top and '<a href="0.html">null</a>' in top
+    assert ">None<" not in index + top and ">True<" not in index + top
+
+
 def test_reference_pickles_are_accepted(tmp_path, capsys):
     i2i = reference_pickle(tmp_path / "i2i.pkl", [3, 2, 0], lambda e, p: [7, 8, 9, 10])
     # Base lists: the aligned top-1 (7) at index 0, 2, absent / 1, 5.
@@ -125,6 +186,54 @@ def test_reference_pickles_are_accepted(tmp_path, capsys):
     other = reference_pickle(tmp_path / "other.pkl", [3, 2, 0], lambda e, p: base_ids[e, p], id_offset=5)
     assert data_prep(["ref", str(i2i), str(other), "--out", str(tmp_path / "y.pkl")]) == 2
     one_error_line(capsys, "other.pkl", "record 0 has id 5")
+
+
+def test_reference_pickles_with_a_tokenizer(tmp_path, tok_bos, pair_llama):
+    """--tokenizer gives the reference's pickles the tokenizer's token strings (by id, as for this tool's records) and
+    spans cut from the answer ids decoded as a whole; without it, the pickles' own strings."""
+    answer = tok_bos("Sure! Paris is the capital of France.", add_special_tokens=False)["input_ids"]
+    others = tok_bos(" the cat sat on the mat", add_special_tokens=False)["input_ids"][:3]
+    i2i = reference_pickle(tmp_path / "i2i.pkl", [len(answer)], lambda e, p: [answer[p], *others])
+    i2b = reference_pickle(tmp_path / "i2b.pkl", [len(answer)], lambda e, p: [*others, answer[p]])
+    assert data_prep(["ref", str(i2i), str(i2b), "--out", str(tmp_path / "own.pkl")]) == 0
+    own = load_prepared(tmp_path / "own.pkl")
+    assert own["examples"][0]["spans"] == [f"w{i}" for i in answer] and own["tokens"][answer[0]] == f"w{answer[0]}"
+    assert data_prep(["ref", str(i2i), str(i2b), "--out", str(tmp_path / "tok.pkl"), "--tokenizer",
+                      str(pair_llama["aligned"])]) == 0
+    prep = load_prepared(tmp_path / "tok.pkl")
+    assert prep["tokens"] == token_strings(tok_bos, [*answer, *others])
+    assert prep["examples"][0]["spans"] == answer_spans(tok_bos, answer)
+    assert "".join(prep["examples"][0]["spans"]) == "Sure! Paris is the capital of France."
+    shifted = json.loads((tmp_path / "tok.summary.json").read_text())["top_shifted_tokens"]
+    assert {t for t, _, _ in shifted} == {token_strings(tok_bos, answer)[i] for i in answer if i not in others}
+
+
+@pytest.mark.parametrize("prob", [float("nan"), float("inf"), -0.25, 1.5])
+def test_reference_pickles_with_a_prob_that_is_not_a_probability_are_refused(tmp_path, capsys, prob):
+    """A NaN, infinite, negative or above-1 `prob` would put NaN into the metrics and curves: one line naming the file, the
+    record and the position, and nothing written."""
+    ok = reference_pickle(tmp_path / "i2i.pkl", [3, 2], lambda e, p: [7, 8, 9, 10])
+    recs = pickle.loads(reference_pickle(tmp_path / "bad.pkl", [3, 2], lambda e, p: [1, 2, 7, 3]).read_bytes())
+    recs[1]["results"][1]["tokens"][2]["prob"] = np.float32(prob)
+    (tmp_path / "bad.pkl").write_bytes(pickle.dumps(recs, protocol=4))
+    for a, b in ((ok, tmp_path / "bad.pkl"), (tmp_path / "bad.pkl", ok)):
+        assert data_prep(["ref", str(a), str(b), "--out", str(tmp_path / "ref.pkl")]) == 2
+        one_error_line(capsys, "bad.pkl", "record 1 (id=1), position 1: candidate 2 (token_id 7)", f"prob {float(prob)}",
+                       "not a probability")
+    assert not list(tmp_path.glob("ref.*"))
+
+
+def test_reference_pickles_with_a_lone_surrogate_are_refused(tmp_path, capsys):
+    ok = reference_pickle(tmp_path / "i2i.pkl", [2], lambda e, p: [7, 8, 9])
+    for where, key in (("token", "the token string of id: '8'"), ("probe_text", "'probe_text'")):
+        recs = pickle.loads(ok.read_bytes())
+        if where == "token":
+            recs[0]["results"][1]["tokens"][1]["token"] = "\ud83d"
+        else:
+            recs[0]["probe_text"] = "ok \udc80"
+        (tmp_path / "bad.pkl").write_bytes(pickle.dumps(recs, protocol=4))
+        assert data_prep(["ref", str(ok), str(tmp_path / "bad.pkl"), "--out", str(tmp_path / "ref.pkl")]) == 2
+        one_error_line(capsys, "bad.pkl: record 0", key, "lone surrogate")
 
 
 def test_data_prep_refuses_mismatched_records(tmp_path, report, capsys):
@@ -275,7 +384,49 @@ def test_pair_records_give_exact_divergences(tmp_path, report, pair_llama):
     assert generate_html(["r", "--data", str(tmp_path / "p.pkl"), "--out", str(tmp_path / "h")]) == 0
     page = (tmp_path / "h" / "1.html").read_text()
     assert '"kl_base_aligned"' in page and "KL(base" in (tmp_path / "h" / "summary.html").read_text()
+    assert 'id="kl-note"' not in (tmp_path / "h" / "summary.html").read_text()  # the exact KL is a divergence
+    for name in ("summary.html", "index.html"):  # KL@10 can be slightly negative: said where it is shown
+        assert "it can be slightly negative" in (report["html"] / name).read_text().split('id="kl-note">')[1].split("</span>")[0]
     assert data_prep(["r", str(pair_file), str(report["root"] / "i2b/r-i2b.pkl"), "--out", str(tmp_path / "q.pkl")]) == 2
+
+
+def test_answers_cut_to_the_context_are_shown(tmp_path, report, tok_bos, capsys):
+    """Tokens left unscored to fit a context (the records' n_truncated: the i2i record's, plus what a shorter base context
+    cut in i2b) are carried per example, counted in summary.json and the printed summary, and shown on the example page
+    and as an index column."""
+    a = load_records(report["root"] / "i2i/r-i2i.pkl")
+    a[1] = {**a[1], "n_truncated": 2}  # as if the aligned model's context had cut 2 tokens
+    save_records(tmp_path / "a.pkl", a)
+    b0 = report["i2b"][0]
+    limit = len(b0["prompt_ids"]) + 10  # the base model's context leaves 10 of example 0's answer tokens (the longest prompt)
+    base = save_pair_member(tmp_path / "short", tiny_model("llama", len(tok_bos), seed=1, max_position_embeddings=limit), tok_bos)
+    assert logit_analysis(["--data_file", str(report["root"] / "data.json"), "--logits_folder", str(tmp_path / "s"),
+                           "--pair", "r", "--mode", "i2b", "--base_model", str(base), "--enable_template", "--i2i_pkl_file",
+                           str(tmp_path / "a.pkl")]) == 0
+    i2b = tmp_path / "s" / "r-i2b.[0:4].pkl"
+    b = load_records(i2b)
+    assert data_prep(["r", str(tmp_path / "a.pkl"), str(i2b), "--out", str(tmp_path / "p.pkl")]) == 0
+    printed = capsys.readouterr().out
+    want = [ra["n_truncated"] + len(ra["response_ids"]) - len(rb["response_ids"]) for ra, rb in zip(a, b)]
+    assert want == [len(b0["response_ids"]) - 10, 2, 0, 0]
+    prep = load_prepared(tmp_path / "p.pkl")
+    assert [ex["n_truncated"] for ex in prep["examples"]] == want
+    s = json.loads((tmp_path / "p.summary.json").read_text())
+    assert s["truncated"] == {"examples": 2, "tokens": sum(want)}
+    assert f"truncated: 2 answers were cut to fit the context, {sum(want)} answer tokens not scored" in printed
+    assert generate_html(["r", "--data", str(tmp_path / "p.pkl"), "--out", str(tmp_path / "h")]) == 0
+    assert f"Answer cut to the context: {want[0]} tokens not scored" in (tmp_path / "h" / "0.html").read_text()
+    assert 'id="truncated"' not in (tmp_path / "h" / "3.html").read_text()
+    index = (tmp_path / "h" / "index.html").read_text()
+    assert 'data-col="11" data-type="num">Not scored (cut)' in index
+    cells = re.findall(r'<td class="num" data-value="(\d+)">\d+</td>\n</tr>', index)
+    assert [int(c) for c in cells] == want
+    assert 'id="truncated"' in (tmp_path / "h" / "summary.html").read_text()
+    assert "Not scored" not in (report["html"] / "index.html").read_text()  # no column when nothing was cut
+    del prep["examples"][2]["n_truncated"]  # prepared data of a data_prep before n_truncated
+    save_records(tmp_path / "old.pkl", [prep])
+    assert generate_html(["r", "--data", str(tmp_path / "old.pkl"), "--out", str(tmp_path / "h2")]) == 2
+    one_error_line(capsys, "old.pkl", "older data_prep")
 
 
 def test_different_top_k_for_i2i_and_i2b(tmp_path, report, pair_llama, capsys):
@@ -341,3 +492,58 @@ def test_provenance_in_the_summary_and_on_the_pages(tmp_path, report, pair_llama
                                       ["long", "aligned", "i2i"], ["long", "base", "i2b"]]
     assert cells[1][6] != cells[3][6] and all(c[6].startswith("Query: {query} (") for c in (cells[1], cells[3]))
     assert cells[0][6] == cells[2][6] == "the chat prompt (input)"
+
+
+def _answer_example(spans: list[str]) -> dict:
+    """A prepared example of the given spans (one token each), every position unshifted, for the page's markup."""
+    t = len(spans)
+    return {"spans": spans, "response_ids": np.arange(100, 100 + t), "cls": np.zeros(t, np.int8),
+            "top1_differs": np.zeros(t, bool), "spike": np.zeros(t, bool)}
+
+
+class AnswerTokens(HTMLParser):
+    """Each answer token's attributes and its text as the HTML parser reads it (a raw CR would become a line break)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tokens, self.depth = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "span" and "tok" in attrs.get("class", "").split():
+            self.tokens.append({**attrs, "text": ""})
+            self.depth = 1
+        elif self.depth and tag == "span":
+            self.depth += 1
+
+    def handle_endtag(self, tag):
+        if self.depth and tag == "span":
+            self.depth -= 1
+
+    def handle_data(self, data):
+        if self.depth:
+            self.tokens[-1]["text"] += data
+
+
+def test_answer_marks_carriage_returns_controls_and_zero_width_tokens():
+    """A token that shows nothing (a combining mark, a ZWJ, a variation selector) keeps its text and gets a stub (class
+    zw) titled with its code points; a CR shows as its mark (raw, the HTML parser reads it as a line break), control
+    characters as their code, escaped."""
+    from aligntds.report import answer_html
+
+    spans = ["cafe", "\u0301", " ok", "\r", "\n", "👩", "\u200d", "👩", "❤", "\ufe0f", "\x1b[1m", "नम", "\u094d", "",
+             "👩\u200d", "👩"]
+    html = str(answer_html(_answer_example(spans), {113: "<0xF0>"}))
+    assert "\r" not in html and "\x1b" not in html
+    parsed = AnswerTokens()
+    parsed.feed(html)
+    got = parsed.tokens
+    assert len(got) == len(spans)
+    zw = [int(t["data-t"]) for t in got if "zw" in t["class"].split()]
+    assert zw == [1, 6, 7, 9, 12, 15]  # 7 and 15: the second 👩 of a ZWJ sequence, drawn with the cluster the first began
+    assert got[15]["title"] == "U+1F469 WOMAN" and got[15]["text"] == "👩"
+    assert got[1]["title"] == "U+0301 COMBINING ACUTE ACCENT" and got[1]["text"] == "\u0301"
+    assert got[6]["title"] == "U+200D ZERO WIDTH JOINER" and got[9]["title"].startswith("U+FE0F VARIATION SELECTOR-16")
+    assert got[3]["text"] == "␍" and got[4]["text"] == "↵" and got[10]["text"] == "<0x1B>[1m"
+    assert got[13]["text"] == "" and got[13]["title"] == "<0xF0>"  # the empty stub, as before
+    assert all("title" not in got[t] for t in (0, 2, 5, 11))

@@ -268,3 +268,37 @@ def test_generated_answers_are_scored_as_generated(tmp_path, sp_pair, sp_tokeniz
             assert summary["greedy_mismatch"]["first_position"]["ratio"] > 0.25
             assert "warning: in" in err and "first token is not the aligned model's top-1" in err
             assert "scored with --tokenization reference: try the default --tokenization chat" in err
+
+
+def test_each_prefix_reads_as_its_model_read_it(tmp_path, sp_pair, llama2_data, sp_tokenizers):
+    """With SentencePiece the answer's first token carries the boundary space (`▁Thank`). The aligned chat prompt's text
+    ends in it; the reference's base template ends in ``` and the base model read "``` Thank": each side's prefix on the
+    example page is its prompt, its boundary and the spans, and reads as the model's ids decode after its prompt."""
+    from aligntds.cli.data_prep import main as data_prep
+    from aligntds.prepare import load_prepared
+    from aligntds.report import page_data
+
+    tok = AutoTokenizer.from_pretrained(sp_tokenizers[("v1", False)])
+    kw = dict(skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    i2i = run(llama2_data, tmp_path / "i2i", sp_pair, "i2i")
+    i2i_file, i2b_file = tmp_path / "i2i/t-i2i.pkl", tmp_path / "i2b/t-i2b.pkl"
+    i2b = run(llama2_data, tmp_path / "i2b", sp_pair, "i2b", "--enable_template", "--i2i_pkl_file", str(i2i_file))
+    assert data_prep(["t", str(i2i_file), str(i2b_file), "--out", str(tmp_path / "p.pkl")]) == 0
+    prep = load_prepared(tmp_path / "p.pkl")
+    checked = 0
+    for ex, a, b in zip(prep["examples"], i2i, i2b):
+        assert (ex["aligned_boundary"], ex["base_boundary"]) == ("", " ")
+        data = page_data(ex, prep["tokens"])
+        assert (data["aligned_boundary"], data["base_boundary"]) == ("", " ")
+        ids = ex["response_ids"].tolist()
+        for side, prompt, prompt_ids in (("aligned", ex["aligned_prompt"], a["prompt_ids"].tolist()),
+                                         ("base", ex["base_prompt"], b["prompt_ids"].tolist())):
+            head = tok.decode(prompt_ids, **kw)
+            for t in range(1, len(ids) + 1):
+                read = tok.decode(prompt_ids + ids[:t], **kw)[len(head):]  # what the model read after its prompt
+                if "\ufffd" in read:  # a character not yet complete: its bytes are on later tokens
+                    continue
+                shown = prompt + ex[f"{side}_boundary"] + "".join(ex["spans"][:t])  # what the page shows (t > 0)
+                assert shown == prompt.rstrip(" ") + read, (side, t)
+                checked += 1
+    assert ex["base_prompt"].endswith("```") and checked > 100

@@ -11,13 +11,25 @@ ends where that agrees with the answer text.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import pytest
 from tokenizers import Tokenizer, decoders, models
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from aligntds.prompts import ChatEncoder
-from aligntds.tokentext import EMPTY, answer_spans, show_bytes, show_token, token_bytes, token_strings
+from aligntds.tokentext import (
+    EMPTY,
+    MARKS,
+    answer_spans,
+    code_points,
+    show_bytes,
+    show_token,
+    token_bytes,
+    token_strings,
+    zero_width,
+    zero_width_spans,
+)
 from helpers import MULTILINGUAL_ANSWERS, REPORT_EXAMPLES, chat_input, slow_answer_spans, slow_spans, sp_folder
 
 ANSWERS = [*MULTILINGUAL_ANSWERS, REPORT_EXAMPLES[3][1], "  two spaces, then\ttabs\n\n", ""]
@@ -59,6 +71,28 @@ def test_show_bytes_and_show_token():
     assert show_bytes("👩\u200d".encode()[1:] + b"\xf0\x9f") == "<0x9F><0x91><0xA9>\u200d<0xF0><0x9F>"
     assert show_bytes(b"a\xffb") == "a<0xFF>b" and show_bytes(b"") == ""
     assert show_token(" a\tb\n") == "·a→b↵" and show_token("") == EMPTY
+
+
+def test_control_characters_show_as_their_code():
+    """A token holding \x1b, \x08 or \x03 printed raw colours a terminal or moves its cursor, and shows nothing in a page:
+    it shows as its code; the whitespace marks stay, a carriage return gets its own."""
+    assert show_token("\x1b[31m") == "<0x1B>[31m" and show_token("a\x08\x03") == "a<0x08><0x03>"
+    assert show_token("\x7f\x85\x00") == "<0x7F><U+0085><0x00>"
+    assert show_token("a\r\n") == "a␍↵" and show_token(" \t") == "·→"
+    controls = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cc"]
+    assert set(MARKS) == set(controls) | {" "}  # every control character (tab, line break, CR among them) and the space
+    assert not any(c in mark for mark in MARKS.values() for c in controls)
+
+
+def test_zero_width_texts():
+    for text in ("\u0301", "\u093e", "\u094d", "\u200d", "\ufe0f", "\u200d\ufe0f", "\U0001F3FD", "\U000E0067"):
+        assert zero_width(text), ascii(text)
+    for text in ("", "e\u0301", " ", "a", "\u0928", "😀", "\r", "\x1b"):
+        assert not zero_width(text), ascii(text)
+    spans = ["cafe", "\u0301", " 👩\u200d", "👩", "\u200d", "👧", "🇫", "🇷", "\r", "\n", "x", "\ufe0f", "\u0301", "ok"]
+    assert zero_width_spans(spans) == [False, True, False, True, True, True, False, True, False, False, False, True, True,
+                                       False]
+    assert code_points("\u200d\u0301") == "U+200D ZERO WIDTH JOINER, U+0301 COMBINING ACUTE ACCENT"
 
 
 def test_token_bytes_are_what_the_tokenizer_decodes(tok):

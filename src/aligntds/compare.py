@@ -39,6 +39,9 @@ def run_labels(paths: list[Path], summaries: list[dict], labels: list[str] | Non
     if labels:
         if len(labels) != len(summaries):
             raise UserError(f"--labels gives {len(labels)} names for {len(summaries)} summaries")
+        repeated = next((label for n, label in enumerate(labels) if label in labels[:n]), None)
+        if repeated is not None:
+            raise UserError(f"--labels gives '{repeated}' twice: each run needs its own label")
         return labels
     names = [s["pair"] for s in summaries]
     return [n if names.count(n) == 1 else f"{n} ({p.parent.name or p.stem})" for n, p in zip(names, paths)]
@@ -101,8 +104,9 @@ def chain_tokens(runs: list[tuple[str, dict]]) -> list[dict]:
 
 
 def check_chain(paths: list[Path], summaries: list[dict]) -> None:
-    """A chain's stages share the base model and the examples (one-line UserError otherwise); positions that
-    differ (a stage whose context cut answers shorter) are only a warning."""
+    """A chain's stages share the base model and the answers (their count and `answers_fingerprint`; one-line UserError
+    naming both summaries otherwise); positions that differ (a stage whose context cut answers shorter) are only a
+    warning, and so is a summary of an earlier data_prep, without a fingerprint."""
     if len(summaries) < 2:
         raise UserError("--chain needs the summaries of at least two stages, in stage order")
     first, p0 = summaries[0], paths[0]
@@ -114,6 +118,13 @@ def check_chain(paths: list[Path], summaries: list[dict]) -> None:
         if s.get("examples") != first.get("examples"):
             raise UserError(f"{path}: {s.get('examples')} examples, {p0} {first.get('examples')}: a chain's stages score the "
                             "same answers")
+        prints = (first.get("answers_fingerprint"), s.get("answers_fingerprint"))
+        if None not in prints and prints[0] != prints[1]:
+            raise UserError(f"{path}: scored on other answers than {p0} (answers fingerprint {prints[1]}, not {prints[0]}): a "
+                            "chain's stages score the same answers")
+        if None in prints:
+            log.warning(f"{path if prints[1] is None else p0}: no answers_fingerprint (written by an earlier data_prep): the "
+                        "stages' answers are not checked; run data_prep again")
         if s["positions"] != first["positions"]:
             log.warning(f"{path}: {s['positions']} answer positions, {p0} {first['positions']}: not quite the same answers")
 

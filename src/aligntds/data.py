@@ -147,14 +147,27 @@ def read_json_items(path: Path) -> list:
 
 
 def read_json(path: str | Path, what: str):
-    """The parsed content of a JSON file; a one-line `UserError` naming it when it is missing, unreadable or not JSON
-    (`what` says what it should be: "summary.json", "JSON slices file")."""
+    """The parsed content of a JSON file, checked as data files are: a UTF-8 byte-order mark at the start is skipped,
+    and a lone surrogate in any string (keys too) is refused, naming the key (`check_json_text`). A one-line
+    `UserError` naming the file when it is missing, unreadable or not JSON (`what` says what it should be:
+    "summary.json", "JSON slices file")."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        value = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise UserError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: not a {what} ({e})") from None
+    check_json_text(value, path)
+    return value
+
+
+def check_json_text(value, path) -> None:
+    """Refuse, naming the file and the key (`3`, `3.topic`, `runs[2]`), a lone surrogate in any string of a JSON value,
+    at any depth, keys included: it is not text (see `check_text`, the same check for a data file's examples)."""
+    found = _not_text(value, "")
+    if found:
+        key, what = found
+        raise UserError(f"{path}: '{key}' {what}: fix the file's encoding")
 
 
 def answer_of(item: dict) -> str:

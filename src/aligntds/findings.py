@@ -102,7 +102,7 @@ def figures(i2b_records: Sequence[dict], tokenizer, phrases: Sequence[str] = (),
     k = np.concatenate(kind) if kind else np.zeros(0, np.int8)
     e = np.concatenate(is_early) if is_early else np.zeros(0, bool)
     n, shifted = len(c), c == 2
-    out = {"answers": len(cls), "positions": n, "early": early}
+    out = {"answers": len(cls), "positions": n, "early": early, "style_phrases": len({p for p in phrases if p})}
     counts = class_counts(c)
     out.update({name: _rate(counts[name], n) for name in CLASSES})
     out.update({f"{name}_count": counts[name] for name in CLASSES})
@@ -118,13 +118,18 @@ def figures(i2b_records: Sequence[dict], tokenizer, phrases: Sequence[str] = (),
 
 
 def format_figures(s: dict) -> str:
-    """A few lines for a terminal."""
+    """A few lines for a terminal (the style figures only when style phrases were given)."""
     pct = lambda x: "n/a" if x != x else f"{100 * x:.1f}%"  # noqa: E731  (x != x: NaN)
+    if s.get("style_phrases", 1):
+        kinds = (f"positions: {s['style_positions']} style, {s['content_positions']} content, {s['other_positions']} other; "
+                 f"style share of shifted {pct(s['style_share_of_shifted'])}, content unshifted {pct(s['content_unshifted'])}")
+    else:
+        kinds = (f"positions: {s['content_positions']} content, {s['other_positions']} other (no style phrases); "
+                 f"content unshifted {pct(s['content_unshifted'])}")
     lines = [
         f"{s['answers']} answers, {s['positions']} positions: "
         + ", ".join(f"{name} {s[name + '_count']} ({pct(s[name])})" for name in CLASSES),
-        f"positions: {s['style_positions']} style, {s['content_positions']} content, {s['other_positions']} other; "
-        f"style share of shifted {pct(s['style_share_of_shifted'])}, content unshifted {pct(s['content_unshifted'])}",
+        kinds,
         f"shifted in the first {100 * s['early']:.0f}% of each answer's positions {pct(s['early_shifted'])}, "
         f"in the rest {pct(s['late_shifted'])}",
         "most shifted tokens: " + ", ".join(f"{t!r} {n}" for t, n in s["top_shifted_tokens"]),

@@ -45,9 +45,11 @@ class Joined:
     greedy_mismatch: np.ndarray  # bool [T]
     exact: dict = field(default_factory=dict)  # name -> float [T]: pair mode's divergences
     prompt_ids: np.ndarray | None = None  # int [P] the aligned prompt's ids, None: not stored (reference pickles)
+    base_prompt_ids: np.ndarray | None = None  # int [P'] the base prompt's ids, None: not stored (reference pickles)
     aligned_entropy: np.ndarray | None = None  # float [T] nats, None: not stored (reference pickles)
     base_entropy: np.ndarray | None = None
     aligned_only: np.ndarray | None = None  # bool [T] (None: all False)
+    n_truncated: int = 0  # answer tokens not scored, dropped to fit a context (the aligned model's or the base model's)
 
     def __post_init__(self):
         if self.aligned_only is None:
@@ -103,7 +105,8 @@ def _scored_other_run(aligned_meta: dict, base_meta: dict) -> bool:
 
 def join_example(aligned: dict, base: dict, t: int, modes: tuple[str, str] = ("i2i", "i2b"), other_run: bool = False) -> Joined:
     """One example from the record holding its aligned side and the one holding its base side (`modes`: theirs; one
-    record in pair mode), cut to its first t positions (the base side's, when a shorter context cut the i2b answer).
+    record in pair mode), cut to its first t positions (the base side's, when a shorter context cut the i2b answer);
+    its `n_truncated` counts every answer token left unscored (the i2i record's cut, plus the i2b record's).
     other_run: the base record ranked another run's top-1 tokens, so ranks come from the stored base top-k."""
     a = {k: aligned[disk_key(modes[0], "aligned", k)] for k in ("prompt", "topk_ids", "topk_logprobs", "token_rank", "entropy")}
     b = {k: base[disk_key(modes[1], "base", k)] for k in ("prompt", "topk_ids", "topk_logprobs", "entropy")}
@@ -115,8 +118,9 @@ def join_example(aligned: dict, base: dict, t: int, modes: tuple[str, str] = ("i
         aligned["index"], aligned["id"], a["prompt"], b["prompt"], aligned["probe_text"], base["response_ids"],
         a["topk_ids"][:t], a["topk_logprobs"][:t], b["topk_ids"], b["topk_logprobs"], rank, logprob, a["token_rank"][:t] > 0,
         {k: np.asarray(base[k], dtype=np.float64) for k in EXACT_KEYS if k in base},
-        prompt_ids=aligned["prompt_ids"], aligned_entropy=a["entropy"][:t], base_entropy=b["entropy"],
-        aligned_only=base.get("aligned_only"),
+        prompt_ids=aligned["prompt_ids"], base_prompt_ids=base[disk_key(modes[1], "base", "prompt_ids")],
+        aligned_entropy=a["entropy"][:t], base_entropy=b["entropy"],
+        aligned_only=base.get("aligned_only"), n_truncated=int(len(aligned["response_ids"]) + aligned["n_truncated"] - t),
     )
 
 

@@ -96,7 +96,8 @@ class PrepOptions(Flags):
     i2b: str | None = flag("merged i2b records (not needed for a pair file)", None, metavar="I2B_PKL", positional=True)
     out: str | None = flag("prepared data (default saved_logits/prepared/just_eval+PAIR.pkl); .summary.json and .curves.csv "
                            "go beside it", None, metavar="FILE")
-    tokenizer: str | None = flag("tokenizer for the token strings (default: the aligned model's, from the records)", None)
+    tokenizer: str | None = flag("tokenizer for the token strings (default: the aligned model's, from the records; the "
+                                 "reference's pickles, which name none: their own strings)", None)
     slice_by: list[str] = flag("summarize per label of this field of each example (repeatable), read from the data file the "
                                "records were made from (their meta data_file) or --data_file; an example without the field "
                                "is labelled null", [], metavar="FIELD")

@@ -63,9 +63,9 @@ def class_bars(runs: list[tuple[str, dict]]) -> str:
     width = 0.8 / len(CLASS_NAMES)
     x = np.arange(len(runs))
     for i, name in enumerate(CLASS_NAMES):
-        values = [100 * s["ratios"][name] for _, s in runs]
+        values = [np.nan if s["ratios"][name] is None else 100 * s["ratios"][name] for _, s in runs]  # None: no positions
         bars = ax.bar(x + (i - 1) * width, values, width, label=name, color=COLORS[name])
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+        ax.bar_label(bars, labels=["-" if np.isnan(v) else f"{v:.1f}" for v in values], fontsize=7, padding=1)
     ax.set_xticks(x, [plain(label) for label, _ in runs], rotation=15 if len(runs) > 3 else 0)
     ax.set_ylabel("% of answer positions")
     ax.set_ylim(0, 105)

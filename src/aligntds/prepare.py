@@ -14,7 +14,8 @@ again"), `pair`, `source` ("aligntds", "pair" or "reference"), `kl` (which KL th
 `kl` arrays below hold), `top_k`, `spike_threshold` (float, or None without positions), `slice_fields`
 (the slice fields, in order), `meta`, `tokens` {id: text} and `examples`, one dict per example. `tokens` is what
 each token shows (tokentext.token_strings): its text with its leading space, or, for a token that is only part of
-a character, its bytes (`<0xF0><0x9F>`); never U+FFFD for a partial character.
+a character, its bytes (`<0xF0><0x9F>`); never U+FFFD for a partial character. For the reference's pickles, which
+name no tokenizer, the pickles' own token strings, unless `--tokenizer` names one.
 
 Per example, per position (T positions; each a numpy array of length T):
 
@@ -23,7 +24,13 @@ Per example, per position (T positions; each a numpy array of length T):
                                     together, the answer decoded after the aligned prompt (ChatEncoder.decode_answer);
                                     a character split over several tokens is on the token that completes it, the
                                     tokens before it hold what precedes it (often ""); reference pickles: their
-                                    token strings
+                                    token strings, or with --tokenizer the answer ids decoded alone, cut the same way
+    aligned_boundary, base_boundary
+                      str           what each model read between its prompt and the spans that its prompt's text
+                                    does not end with (prepare.boundary): position t's prefix on a side is its prompt,
+                                    then (t > 0) its boundary, then the first t spans. With a SentencePiece tokenizer
+                                    the answer's first token carries a space: the chat prompt's text ends in it (""),
+                                    the reference's base template does not (" "); "" for the reference's pickles
     aligned_topk_ids, aligned_topk_logprobs, base_topk_ids, base_topk_logprobs
                       int32 / float32 [T, 10]: each side's top-10
     aligned_rank      int32 [T]     0-based base rank of the aligned top-1 (-1: beyond the stored base top-k,
@@ -40,15 +47,19 @@ Per example, per position (T positions; each a numpy array of length T):
     kl                float32 [T]   the KL named by `kl`: exact KL(P_base || P_aligned) from pair mode, else
                                     KL@10 over the stored top-k (the reference's definition, metrics.py: summed
                                     over the tokens both lists share, so 0 where they share none)
-    spike             bool [T]      kl > spike_threshold (the corpus mean of kl + 3 standard deviations)
+    spike             bool [T]      kl > spike_threshold (the corpus mean of kl + 3 standard deviations, over the
+                                    classed positions); never at an aligned-only position
     metrics           {"kl@10", ..., "tp@30": float32 [T]}   the reference's top-k metrics
     exact             {"kl_base_aligned", "kl_aligned_base", "js", "tv": float32 [T]}   pair mode only, else {}
 
-Per example, scalars (answers without positions: NaN, or None for `first_shifted`):
+Per example, scalars (answers without classed positions: NaN, or None for `first_shifted`; aligned-only positions,
+`cls` -1, are left out of all of them: the base model was fed a stand-in there):
 
     index, id, query, aligned_prompt, base_prompt, answer_text (the records' `probe_text`)
-    shifted_share     float   shifted positions / positions
-    max_kl, mean_kl   float   max and mean of `kl` over the answer
+    n_truncated       int     answer tokens not scored: cut to fit the context (the records' `n_truncated`, the i2i
+                                    record's plus the i2b record's); 0 for the reference's pickles, which do not say
+    shifted_share     float   shifted positions / classed positions
+    max_kl, mean_kl   float   max and mean of `kl` over the answer's classed positions
     first_shifted     int     position of the first shifted token, None if none
     spikes            int     positions with `spike`
     slices            {field: label}   the example's label of each slice field (`slice_fields`); "null" when
@@ -69,7 +80,7 @@ from .data import QUERY_PLACEHOLDER
 from .errors import UserError
 from .join import Joined, load_joined
 from .metrics import ALIGNED_ONLY, SHIFTED, shift_class, topk_metrics
-from .slices import add_slices
+from .slices import add_slices, duplicate_ids, id_key
 from .tokentext import answer_spans, token_strings
 
 log = logging.getLogger("aligntds")
@@ -78,6 +89,8 @@ SHOWN = 10  # candidates per side kept for the pages
 # The prepared data's format: a file of another (older) data_prep is refused by `load_prepared`. 2: the keys renamed
 # to the code's names (aligned_topk_ids, base_topk_logprobs, answer_text, ...), provenance in the summary.
 PREPARED_FORMAT = 2
+# Keys added to format 2 since: a file without them is of an earlier data_prep, refused as the older formats are.
+EXAMPLE_KEYS = {"spans", "n_truncated", "aligned_boundary", "base_boundary"}
 
 
 def default_output(pair: str) -> Path:
@@ -97,9 +110,12 @@ def bare_query(prompt: str, template: str | None, source: str) -> str:
     return prompt
 
 
-def stored_k(joined: list[Joined]) -> int:
-    """Candidates stored per position on both sides (the smaller, when i2i and i2b used different --top_k)."""
-    return min((min(j.aligned_topk_ids.shape[1], j.base_topk_ids.shape[1]) for j in joined if len(j.response_ids)), default=SHOWN)
+def stored_k(joined: list[Joined], metas: tuple[dict, ...] = ()) -> int:
+    """Candidates stored per position on both sides (the smaller, when i2i and i2b used different --top_k); without any
+    position (only empty answers), the records' `top_k` (their metas'), else SHOWN."""
+    found = [min(j.aligned_topk_ids.shape[1], j.base_topk_ids.shape[1]) for j in joined if len(j.response_ids)]
+    recorded = [m["top_k"] for m in metas if isinstance(m.get("top_k"), int)]
+    return min(found or recorded or [SHOWN])
 
 
 def position_kl(metrics: dict[str, np.ndarray], exact: dict[str, np.ndarray], t: int) -> np.ndarray:
@@ -159,6 +175,7 @@ def compute(joined: list[Joined], ks: tuple[int, ...]) -> list[dict]:
             "exact": {name: v.astype(np.float32) for name, v in j.exact.items()},
             "aligned_entropy": _entropy(j.aligned_entropy, e - s),
             "base_entropy": _entropy(j.base_entropy, e - s),
+            "n_truncated": int(j.n_truncated),
         })
         ex = examples[-1]
         ex["kl"] = position_kl(ex["metrics"], ex["exact"], e - s)
@@ -170,7 +187,8 @@ def add_spans(examples: list[dict], joined: list[Joined], tokenizer, tokenizatio
     (`tokentext.answer_spans`). The text is the answer ids decoded after the aligned prompt's ids as
     `ChatEncoder.decode_answer` does (as generate_outputs writes an answer: after a SentencePiece chat prompt,
     without the boundary space the prompt's text already ends in), so that a prompt followed by the first t
-    spans reads as the context of position t."""
+    spans reads as the context of position t; and each side's `boundary` (`aligned_boundary`, `base_boundary`), what
+    goes between that side's prompt and the spans for the prefix to read as that model read it."""
     from tqdm.auto import tqdm
 
     from .prompts import ChatEncoder
@@ -179,6 +197,22 @@ def add_spans(examples: list[dict], joined: list[Joined], tokenizer, tokenizatio
     for ex, j in tqdm(list(zip(examples, joined)), desc="answer text", unit="ex", disable=len(examples) < 100):
         ids, context = ex["response_ids"].tolist(), j.prompt_ids.tolist()
         ex["spans"] = answer_spans(tokenizer, ids, context, encoder.decode_answer(j.aligned_prompt, context, ids))
+        joined_text = "".join(ex["spans"])
+        ex["aligned_boundary"] = boundary(tokenizer, j.aligned_prompt, context, ids, joined_text)
+        ex["base_boundary"] = boundary(tokenizer, j.base_prompt, j.base_prompt_ids.tolist(), ids, joined_text)
+
+
+def boundary(tokenizer, prompt: str, prompt_ids: list[int], ids: list[int], text: str) -> str:
+    """What a model read between its prompt and the answer `text` (the answer's spans put together) that the prompt's
+    text does not end with: the answer ids decoded after the prompt's ids begin with it. A SentencePiece answer's
+    first token carries a space (`▁Thank`): the aligned chat prompt's text ends in that space (""), the reference's
+    base template ends in ``` (" ": the base model read "``` Thank"); "" for byte-level tokenizers, and whenever the
+    decoding does not end with `text`."""
+    kw = dict(skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    full, head = tokenizer.decode(list(prompt_ids) + list(ids), **kw), tokenizer.decode(list(prompt_ids), **kw)
+    read = full[len(head):] if full.startswith(head) else tokenizer.decode(list(ids), **kw)
+    lead = read[: len(read) - len(text)] if read.endswith(text) else ""
+    return "" if prompt.endswith(lead) else lead
 
 
 def tied_top1(j: Joined) -> np.ndarray:
@@ -198,22 +232,24 @@ SPIKE_STDS = 3
 
 
 def spike_threshold(examples: list[dict]) -> float | None:
-    """The corpus mean of the per-position KL (`kl`) plus SPIKE_STDS population standard deviations (None: no
-    position). A spike is a position whose KL is above it (strictly); diffing-toolkit and RL-Probe flag the
-    same outliers."""
-    kl = np.concatenate([ex["kl"] for ex in examples]) if examples else np.zeros(0)
+    """The corpus mean of the per-position KL (`kl`) plus SPIKE_STDS population standard deviations, over the classed
+    positions (None: none). A spike is a classed position whose KL is above it (strictly); diffing-toolkit and
+    RL-Probe flag the same outliers. Aligned-only positions are left out: the base model was fed a stand-in there."""
+    kl = np.concatenate([ex["kl"][ex["cls"] != ALIGNED_ONLY] for ex in examples]) if examples else np.zeros(0)
     kl = kl[np.isfinite(kl)].astype(np.float64)
     return round(float(kl.mean() + SPIKE_STDS * kl.std()), 6) if len(kl) else None
 
 
 def add_example_measures(examples: list[dict], threshold: float | None) -> None:
-    """Per example, in place: `spike` [T] and the scalars shifted_share, max_kl, mean_kl, first_shifted, spikes."""
+    """Per example, in place: `spike` [T] and the scalars shifted_share, max_kl, mean_kl, first_shifted, spikes, all over
+    the classed positions (aligned-only positions are never spikes and are left out of the share and the KLs)."""
     for ex in examples:
-        kl, t = ex["kl"], len(ex["cls"])
-        ex["spike"] = kl > threshold if threshold is not None else np.zeros(t, bool)
+        kl, classed = ex["kl"], ex["cls"] != ALIGNED_ONLY
+        ex["spike"] = (kl > threshold) & classed if threshold is not None else np.zeros(len(classed), bool)
         shifted = np.flatnonzero(ex["cls"] == SHIFTED)
-        known = np.isfinite(kl)
-        ex["shifted_share"] = len(shifted) / t if t else float("nan")
+        known = np.isfinite(kl) & classed
+        n = int(classed.sum())
+        ex["shifted_share"] = len(shifted) / n if n else float("nan")
         ex["max_kl"] = float(kl[known].max()) if known.any() else float("nan")
         ex["mean_kl"] = float(kl[known].mean()) if known.any() else float("nan")
         ex["first_shifted"] = int(shifted[0]) if len(shifted) else None
@@ -221,7 +257,8 @@ def add_example_measures(examples: list[dict], threshold: float | None) -> None:
 
 
 def curves_csv(prepared: dict) -> str:
-    """The reference's compute_dist_diff curves, one row per position: index, id, step and every top-k metric."""
+    """The reference's compute_dist_diff curves, one row per position: index, id (`slices.id_key`: a string as it is,
+    another id as JSON writes it), step and every top-k metric."""
     names = sorted({m for ex in prepared["examples"] for m in ex["metrics"]}, key=lambda m: (int(m.split("@")[1]), m))
     exact = sorted({m for ex in prepared["examples"] for m in ex["exact"]})
     buf = io.StringIO()
@@ -234,7 +271,7 @@ def curves_csv(prepared: dict) -> str:
         if not t:
             continue
         head = io.StringIO()
-        csv.writer(head, lineterminator="").writerow([ex["index"], ex["id"]])
+        csv.writer(head, lineterminator="").writerow([ex["index"], id_key(ex["id"])])
         columns = [np.arange(t), ex["cls"], ex["aligned_rank"], ex["spike"], ex["base_prob"],
                    *(ex["metrics"][m] for m in names), *(ex["exact"][m] for m in exact), *(ex[m] for m in extra)]
         prefix = head.getvalue() + ","
@@ -248,7 +285,7 @@ def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, tr
     (`add_slices`), and the token strings the pages and summary show."""
     run = load_joined(i2i_path, i2b_path, truncate_mismatched)
     joined, source, strings, a_meta, b_meta, cut = run.examples, run.source, run.tokens, run.aligned_meta, run.base_meta, run.cut
-    top_k = stored_k(joined)
+    top_k = stored_k(joined, (a_meta, b_meta))
     sides = {(j.aligned_topk_ids.shape[1], j.base_topk_ids.shape[1]) for j in joined if len(j.response_ids)}
     if any(a != b for a, b in sides):
         log.warning(f"i2i and i2b stored different numbers of candidates ({sorted(sides)[0]}): the top-k metrics use the {top_k} "
@@ -256,10 +293,14 @@ def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, tr
     examples = compute(joined, (10, top_k))
     for ex in examples:
         ex["query"] = bare_query(ex["base_prompt"], b_meta.get("template"), source)
+    repeats, first = duplicate_ids(examples)
+    if repeats:
+        log.warning(f"warning: {repeats} examples have the id of an earlier example (the first: {first}): the pages cannot tell "
+                    "them apart, and --slices gives them one label")
     slice_fields = add_slices(examples, a_meta, slice_by, data_file, slices_file)
     threshold = spike_threshold(examples)
     add_example_measures(examples, threshold)
-    if strings is None:
+    if strings is None or tokenizer:  # the reference's pickles name no tokenizer: --tokenizer, else their own strings
         from .models import load_tokenizer
 
         tok = load_tokenizer(tokenizer or a_meta.get("model"))
@@ -267,10 +308,16 @@ def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, tr
         for ex in examples:
             ids.update(ex["response_ids"].tolist(), ex["aligned_topk_ids"].ravel().tolist(), ex["base_topk_ids"].ravel().tolist())
         strings = token_strings(tok, ids)
-        add_spans(examples, joined, tok, a_meta.get("tokenization", "chat"))
-    else:  # the reference's pickles name no prompt ids and no tokenizer: their own token strings
+        if source == "reference":  # no prompt ids: the answer ids decoded alone
+            for ex in examples:
+                ex["spans"] = answer_spans(tok, ex["response_ids"].tolist())
+                ex["aligned_boundary"] = ex["base_boundary"] = ""
+        else:
+            add_spans(examples, joined, tok, a_meta.get("tokenization", "chat"))
+    else:
         for ex in examples:
             ex["spans"] = [strings.get(i, f"<{i}>") for i in ex["response_ids"].tolist()]
+            ex["aligned_boundary"] = ex["base_boundary"] = ""
     if cut:
         log.warning(f"{cut} examples had answers of different lengths and were cut to the shorter (--truncate_mismatched)")
     return {
@@ -290,15 +337,19 @@ def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, tr
 
 def prepare_files(pair: str, i2i_path, i2b_path=None, out=None, tokenizer=None, truncate_mismatched=False,
                   slice_by=(), data_file=None, slices_file=None) -> Path:
-    """data_prep end to end: the prepared data, summary.json and the curves CSV beside it; prints the summary."""
-    from .summary import format_summary, summarize, write_summary
+    """data_prep end to end: the prepared data, summary.json and the curves CSV beside it; prints the summary.
+
+    The three files are written only once all three are computed: a mistake found on the way leaves the files of an
+    earlier run as they were, never some of them replaced."""
+    from .summary import format_summary, summarize, summary_bytes
 
     out = Path(out) if out else default_output(pair)
     prepared = prepare(pair, i2i_path, i2b_path, tokenizer, truncate_mismatched, slice_by, data_file, slices_file)
-    store.save_records(out, [prepared])
     summary = summarize(prepared)
-    write_summary(out.with_suffix(".summary.json"), summary)
-    store.atomic_write_bytes(out.with_suffix(".curves.csv"), curves_csv(prepared).encode())
+    summary_json, curves = summary_bytes(summary), curves_csv(prepared).encode()
+    store.save_records(out, [prepared])
+    store.atomic_write_bytes(out.with_suffix(".summary.json"), summary_json)
+    store.atomic_write_bytes(out.with_suffix(".curves.csv"), curves)
     print(format_summary(summary))
     warn_wrong_context(summary)
     log.info(f"wrote {out} (+ .summary.json, .curves.csv)")
@@ -334,7 +385,7 @@ def load_prepared(path) -> dict:
     if len(records) != 1 or not {"pair", "examples", "tokens"} <= set(records[0]):
         raise UserError(f"{path}: not a file written by data_prep")
     old = (records[0].get("format") != PREPARED_FORMAT or "spike_threshold" not in records[0]
-           or any("spans" not in ex for ex in records[0]["examples"]))
+           or any(not EXAMPLE_KEYS <= ex.keys() for ex in records[0]["examples"]))
     if old:
         raise UserError(f"{path}: written by an older data_prep (another format of the prepared data): run data_prep again")
     return records[0]

@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from .data import check_json_text
 from .errors import UserError
 from .join import Joined, ranks_in_topk
+
+PROB_SLACK = 1e-6  # a stored probability may exceed 1 by float32 rounding, no more
 
 
 def reference_side(rec: dict, path, n: int) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
     """One side of record n of a reference pickle: its candidates' ids int64 [T, K], log-probs float64 [T, K] (of the
-    stored full-softmax probabilities) and {id: token string}."""
+    stored full-softmax probabilities) and {id: token string}.
+
+    Raises UserError naming the file, the record and the position for a record not in the reference's format, a `prob`
+    that is not a probability (NaN, ±inf, negative, above 1), and a lone surrogate in its texts or token strings."""
     try:
         rows = [pos["tokens"] for pos in rec["results"]]
         ids = np.array([[int(c["token_id"]) for c in row] for row in rows], dtype=np.int64)
@@ -28,6 +34,13 @@ def reference_side(rec: dict, path, n: int) -> tuple[np.ndarray, np.ndarray, dic
         strings = {int(c["token_id"]): str(c["token"]) for row in rows for c in row}
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path}: record {n} is not in the reference's format ({type(e).__name__}: {e})") from None
+    bad = ~np.isfinite(probs) | (probs < 0) | (probs > 1 + PROB_SLACK)
+    if bad.any():
+        t, c = (int(x) for x in np.argwhere(bad)[0])
+        raise UserError(f"{path}: record {n} (id={rec.get('id')!r}), position {t}: candidate {c} (token_id {ids[t, c]}) has "
+                        f"prob {probs[t, c]}, not a probability (finite, between 0 and 1)")
+    check_json_text({k: rec.get(k) for k in ("id", "prompt", "probe_text")}, f"{path}: record {n}")
+    check_json_text({str(i): text for i, text in strings.items()}, f"{path}: record {n}, the token string of id")
     if not rows:
         return np.zeros((0, 1), np.int64), np.zeros((0, 1)), strings
     with np.errstate(divide="ignore"):

@@ -23,16 +23,18 @@ from markupsafe import Markup, escape
 from . import __version__
 from .data import REFERENCE_TEMPLATE
 from .errors import UserError
-from .metrics import MARGINAL, SHIFTED, UNSHIFTED
+from .metrics import ALIGNED_ONLY, MARGINAL, SHIFTED, UNSHIFTED
 from .prepare import default_output, load_prepared
+from .slices import id_key
 from .store import atomic_write_bytes
 from .summary import summarize, write_summary
-from .tokentext import EMPTY, WHITESPACE, show_token
+from .tokentext import EMPTY, MARKS, WHITESPACE, code_points, show_token, zero_width_spans
 
 log = logging.getLogger("aligntds")
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PAGE_RE = re.compile(r"^\d+\.html$")
+NEWLINE = WHITESPACE["\n"]
 
 
 def environment():
@@ -44,8 +46,20 @@ def environment():
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    env.globals.update(version=__version__, show=show_token, marks=WHITESPACE, template_label=template_label)
+    env.globals.update(version=__version__, show=show_token, show_id=id_key, marks=WHITESPACE, template_label=template_label)
+    env.filters["pct"] = percent
+    env.globals["truncated_kl_note"] = TRUNCATED_KL_NOTE
     return env
+
+
+TRUNCATED_KL_NOTE = ("KL@k is the reference's: Σ p_b log(p_b / p_a) over only the tokens both top-k lists share (probabilities "
+                     "renormalized over each side's stored top-k), so it is not a divergence: it can be slightly negative "
+                     "(as -0.0001), and it is 0 where the lists share no token.")
+
+
+def percent(share: float | None) -> str:
+    """A share as the pages show it: `12.5%`, or `-` for none (a ratio of no positions is null)."""
+    return "-" if share is None else f"{100 * share:.1f}%"
 
 
 def template_label(template: str | None, side: str) -> str:
@@ -72,12 +86,13 @@ def default_folder(pair: str) -> Path:
 
 
 def visible_parts(text: str) -> list[tuple[bool, str]]:
-    """A span of the answer as (is_whitespace_mark, text) parts, spaces, newlines and tabs as their marks
-    (`tokentext.WHITESPACE`: · ↵ →); no parts for an empty span."""
+    """A span of the answer as (is_mark, text) parts, whitespace and control characters as their marks
+    (`tokentext.MARKS`: · ↵ → ␍, `<0x1B>`; a carriage return in the page's text would be read as a line break);
+    no parts for an empty span."""
     parts: list[tuple[bool, str]] = []
     for ch in text:
-        if ch in WHITESPACE:
-            parts.append((True, WHITESPACE[ch]))
+        if ch in MARKS:
+            parts.append((True, MARKS[ch]))
         elif parts and not parts[-1][0]:
             parts[-1] = (False, parts[-1][1] + ch)
         else:
@@ -105,16 +120,20 @@ def page_data(ex: dict, tokens: dict[int, str], k: int = 10) -> dict:
 
     Top-10 probabilities go as integer parts per million; the base probability of the aligned
     token, often far smaller, with four significant digits. KL, Jaccard and WS are at k (10, or the
-    stored top-k when fewer were stored). `spans` are the answer text per token (the prefixes are the prompts
-    followed by them), `marks` and `empty` what the tables show for whitespace and for an empty token."""
+    stored top-k when fewer were stored). `spans` are the answer text per token (position t's prefixes are the
+    prompts, each side's boundary when t > 0, and the first t spans: `prepare.boundary`), `marks` and `empty` what
+    the tables show for whitespace and control characters (those of `tokentext.MARKS` that the page's tokens hold)
+    and for an empty token."""
     ids = {*ex["response_ids"].tolist(), *ex["aligned_topk_ids"].ravel().tolist(), *ex["base_topk_ids"].ravel().tolist()}
     m = ex["metrics"]
     t = len(ex["response_ids"])
+    shown = {str(i): tokens.get(i, f"<{i}>") for i in sorted(ids)}
+    used = set("".join(shown.values()))
     return {
-        "tokens": {str(i): tokens.get(i, f"<{i}>") for i in sorted(ids)},
+        "tokens": shown,
         "response_ids": ex["response_ids"].tolist(),
         "spans": list(ex["spans"]),
-        "marks": WHITESPACE,
+        "marks": {c: mark for c, mark in MARKS.items() if c in WHITESPACE or c in used},
         "empty": EMPTY,
         "cls": ex["cls"].tolist(),
         "aligned_rank": ex["aligned_rank"].tolist(),
@@ -134,6 +153,8 @@ def page_data(ex: dict, tokens: dict[int, str], k: int = 10) -> dict:
         "spike": ex["spike"].tolist(),
         "aligned_prompt": ex["aligned_prompt"],
         "base_prompt": ex["base_prompt"],
+        "aligned_boundary": ex["aligned_boundary"],
+        "base_boundary": ex["base_boundary"],
     }
 
 
@@ -142,19 +163,22 @@ def _finite(v: float) -> float | None:
 
 
 def class_counts(ex: dict) -> dict:
-    """An example's class counts and its per-example measures (None where the answer has no positions)."""
+    """An example's class counts (`aligned_only`: its positions never classed) and its per-example measures (None where
+    the answer has no classed positions)."""
     cls = ex["cls"]
     return {
         "positions": len(cls),
         "unshifted": int((cls == UNSHIFTED).sum()),
         "marginal": int((cls == MARGINAL).sum()),
         "shifted": int((cls == SHIFTED).sum()),
+        "aligned_only": int((cls == ALIGNED_ONLY).sum()),
         "mismatch": int(ex["greedy_mismatch"].sum()),
         "shifted_share": _finite(ex["shifted_share"]),
         "max_kl": _finite(ex["max_kl"]),
         "mean_kl": _finite(ex["mean_kl"]),
         "first_shifted": ex["first_shifted"],
         "spikes": ex["spikes"],
+        "n_truncated": ex["n_truncated"],
     }
 
 
@@ -163,19 +187,25 @@ def answer_html(ex: dict, tokens: dict[int, str]) -> Markup:
 
     A token's span holds its part of the answer text (`ex["spans"]`), so the answer reads exactly as its text;
     a token with no text of its own (part of a character that a later token completes) is an empty span,
-    which the style sheet marks, titled with what the token is (its bytes, `<0xF0><0x9F>`).
+    which the style sheet marks, titled with what the token is (its bytes, `<0xF0><0x9F>`). A token whose text
+    shows nothing by itself (`tokentext.zero_width_spans`: a combining mark, a ZWJ, a variation selector, the rest of
+    a character cluster an earlier token started) keeps its text,
+    so the answer still reads as written, and gets the class `zw`, which the style sheet follows with the same
+    stub, titled with its code points; whitespace and control characters show as their marks (`visible_parts`).
     Built here rather than in a template loop: it is the only per-token markup, and a page can hold
     thousands of tokens.
     """
     spans = []
-    rows = zip(ex["spans"], ex["response_ids"].tolist(), ex["cls"].tolist(), ex["top1_differs"].tolist(), ex["spike"].tolist())
-    for t, (text, i, c, d, spike) in enumerate(rows):
+    rows = zip(ex["spans"], ex["response_ids"].tolist(), ex["cls"].tolist(), ex["top1_differs"].tolist(), ex["spike"].tolist(),
+               zero_width_spans(ex["spans"]))
+    for t, (text, i, c, d, spike, zw) in enumerate(rows):
         inner = "".join(
-            (f'<span class="ws">{part}</span>' + ("<br>" if part == WHITESPACE["\n"] else "<wbr>")) if ws else str(escape(part))
+            (f'<span class="ws">{escape(part)}</span>' + ("<br>" if part == NEWLINE else "<wbr>")) if ws else str(escape(part))
             for ws, part in visible_parts(text)
         )
-        marks = (" u" if d else "") + (" spike" if spike else "")
-        title = "" if inner else f' title="{escape(show_token(tokens.get(i, f"<{i}>")))}"'
+        marks = (" u" if d else "") + (" spike" if spike else "") + (" zw" if zw else "")
+        what = show_token(tokens.get(i, f"<{i}>")) if not inner else code_points(text) if zw else None
+        title = f' title="{escape(what)}"' if what is not None else ""
         spans.append(f'<span class="tok c{int(c)}{marks}"{title} tabindex="0" role="button" data-t="{t}">{inner}</span>')
     return Markup("".join(spans))
 
@@ -195,17 +225,22 @@ def render_example(env, pair: str, ex: dict, tokens: dict, n: int, pages: int, k
     )
 
 
+# Index columns shown only when some example has a value there: (header, row key).
+INDEX_EXTRA = (("Aligned-only", "aligned_only"), ("Not scored (cut)", "n_truncated"))
+
+
 def index_rows(examples: list[dict], pages: int) -> list[dict]:
-    """One row per example page: class shares, the per-example measures (None: no positions), slice labels."""
+    """One row per example page: class shares of the classed positions and the per-example measures (None: no classed
+    positions, e.g. an empty answer), aligned-only positions, tokens not scored, slice labels."""
     rows = []
     for n, ex in enumerate(examples[:pages]):
         c = class_counts(ex)
-        total = max(c["positions"], 1)
+        classed = c["unshifted"] + c["marginal"] + c["shifted"]
+        share = {name: c[name] / classed if classed else None for name in ("shifted", "marginal", "unshifted")}
         rows.append({
-            "n": n, "id": str(ex["id"]), "query": ex["query"], "page": f"{n}.html", "positions": c["positions"],
-            "shifted": c["shifted"] / total, "marginal": c["marginal"] / total, "unshifted": c["unshifted"] / total,
+            "n": n, "id": id_key(ex["id"]), "query": ex["query"], "page": f"{n}.html", "positions": c["positions"], **share,
             "max_kl": c["max_kl"], "mean_kl": c["mean_kl"], "first_shifted": c["first_shifted"], "spikes": c["spikes"],
-            "slices": ex["slices"],
+            "aligned_only": c["aligned_only"], "n_truncated": c["n_truncated"], "slices": ex["slices"],
         })
     return rows
 
@@ -255,9 +290,11 @@ def generate_html(pair: str, data: str | Path | None = None, out: str | Path | N
     for stale in out.iterdir():  # pages of an earlier, longer run would be unreachable leftovers
         if PAGE_RE.match(stale.name) and int(stale.stem) >= pages and is_our_page(stale):
             stale.unlink()
+    rows = index_rows(examples, pages)
+    extra = [(name, key) for name, key in INDEX_EXTRA if any(row[key] for row in rows)]
     index = env.get_template("index.html").render(
-        pair=prepared["pair"], models=summary["models"], summary=summary, rows=index_rows(examples, pages), pages=pages,
-        slice_fields=prepared["slice_fields"],
+        pair=prepared["pair"], models=summary["models"], summary=summary, rows=rows, pages=pages,
+        slice_fields=prepared["slice_fields"], extra=extra,
     )
     atomic_write_bytes(out / "index.html", index.encode(), durable=False)
     linked = {int(ex["index"]): f"{n}.html" for n, ex in enumerate(examples[:pages])}

@@ -4,7 +4,8 @@ category or source (`data_prep --slice_by FIELD`, `--slices FILE`).
 A label is the field's string; a number or boolean as JSON writes it (3, 2.5, true); an example without the field (or
 with null) goes under "null"; a list or object is refused. `--slice_by` reads the data file the records were made
 from (named in their meta; `--data_file` for another copy), matching examples by index and checking their ids;
-`--slices` reads `{"id": "label"}` (one field, named after the file) or `{"id": {"field": "label", ...}}`.
+`--slices` reads `{"id": "label"}` (one field, named after the file) or `{"id": {"field": "label", ...}}`, an example's
+key being its id as a string (`id_key`: a string as it is, another id as JSON writes it: "null", "true", "3").
 
     fields = add_slices(examples, records_meta, slice_by=["category"])     # each example's ex["slices"] = {field: label}
 """
@@ -14,8 +15,30 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from .data import read_json, read_json_items
 from .errors import UserError
+
+
+def id_key(value) -> str:
+    """An example's id as a `--slices` key and as the pages and the printed summary show it: a string as it is, any other
+    id as JSON writes it (`null`, `true`, `3`, `2.5`; the key of the id 3 is "3", as is that of the id "3")."""
+    if isinstance(value, np.generic):  # the reference's pickles may hold numpy scalars
+        value = value.item()
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def duplicate_ids(examples: list[dict]) -> tuple[int, str | None]:
+    """(how many examples share their id's key, `id_key`, with an earlier example; the first such key, or None)."""
+    seen, repeats, first = set(), 0, None
+    for ex in examples:
+        key = id_key(ex["id"])
+        if key in seen:
+            repeats += 1
+            first = key if first is None else first
+        seen.add(key)
+    return repeats, first
 
 
 def slice_label(value, where: str, field_name: str) -> str:
@@ -58,7 +81,9 @@ def _labels_from_data(examples: list[dict], fields: list[str], path: Path) -> di
 
 def _labels_from_file(examples: list[dict], path: Path) -> dict[str, list[str]]:
     """{field: label per example} from `--slices FILE`: JSON {id: label} (one field, named after the file) or
-    {id: {field: label}}; ids are matched as strings, an example the file does not name gets "null"."""
+    {id: {field: label}}; an example's key is its id as a string (`id_key`: a string as it is, any other id as JSON
+    writes it, `null`, `true`, `3`), an example the file does not name gets "null". The file is
+    read as data files are (`data.read_json`: a byte-order mark skipped, a lone surrogate refused naming its key)."""
     table = read_json(path, "JSON slices file")
     if not isinstance(table, dict):
         raise UserError(f"{path}: expected a JSON object {{id: label}} or {{id: {{field: label}}}}, found {type(table).__name__}")
@@ -67,14 +92,15 @@ def _labels_from_file(examples: list[dict], path: Path) -> dict[str, list[str]]:
     nested = {isinstance(v, dict) for v in table.values()}
     if len(nested) > 1:
         raise UserError(f"{path}: mixes {{id: label}} and {{id: {{field: label}}}} entries; use one form")
-    known = {str(ex["id"]) for ex in examples}
+    known = {id_key(ex["id"]) for ex in examples}
     unknown = [k for k in table if k not in known]
     if unknown:
         raise UserError(f"{path}: id {unknown[0]!r} is not an example of the records ({len(unknown)} unknown ids)")
     if nested != {True}:
         table = {k: {path.stem: v} for k, v in table.items()}
     fields = list(dict.fromkeys(f for entry in table.values() for f in entry))
-    return {name: [slice_label(table.get(str(ex["id"]), {}).get(name), f"{path}: id {ex['id']!r}", name) for ex in examples]
+    return {name: [slice_label(table.get(id_key(ex["id"]), {}).get(name), f"{path}: id {id_key(ex['id'])}", name)
+                   for ex in examples]
             for name in fields}
 
 

@@ -27,6 +27,7 @@ aligned top-1 tokens at those positions, `[token, count, shifted share]`, most f
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, fields
@@ -36,6 +37,7 @@ import numpy as np
 
 from .metrics import ALIGNED_ONLY, CLASS_NAMES, MARGINAL, SHIFTED, UNSHIFTED
 from .records import provenance
+from .slices import id_key
 from .store import atomic_write_bytes
 from .tokentext import show_token
 
@@ -137,10 +139,10 @@ def class_counts(cls: np.ndarray) -> dict[str, int]:
     return {name: int((cls == c).sum()) for c, name in zip((UNSHIFTED, MARGINAL, SHIFTED), CLASS_NAMES)}
 
 
-def ratios(counts: dict[str, int]) -> dict[str, float]:
-    """Each class's share of the classed positions (0.0 each when there are none)."""
+def ratios(counts: dict[str, int]) -> dict[str, float | None]:
+    """Each class's share of the classed positions (None each when there are none: a share of nothing is no number)."""
     n = sum(counts.values())
-    return {k: v / n if n else 0.0 for k, v in counts.items()}
+    return {k: v / n if n else None for k, v in counts.items()}
 
 
 def block(P: Positions, examples: int, tokens: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS,
@@ -166,7 +168,7 @@ def block(P: Positions, examples: int, tokens: dict, top_n: int = TOP_TOKENS, bi
         "examples": examples,
         "positions": n,
         **counts,
-        "ratios": {k: round(v, 6) for k, v in ratios(counts).items()},
+        "ratios": {k: None if v is None else round(v, 6) for k, v in ratios(counts).items()},
         "aligned_only": n - n_classed,
         "top_shifted_tokens": _token_table(P.aligned_top1, P.cls, SHIFTED, tokens, top_n),
         "top_unshifted_tokens": _token_table(P.aligned_top1, P.cls, UNSHIFTED, tokens, top_n),
@@ -253,6 +255,7 @@ def summarize(prepared: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS
         **block(P, len(exs), prepared["tokens"], top_n, bins),
         "rank_unknown": int(((P.aligned_rank < 0) & (P.cls != ALIGNED_ONLY)).sum()),
         "ties": int(P.tie.sum()),
+        "truncated": {"examples": int(sum(e["n_truncated"] > 0 for e in exs)), "tokens": int(sum(e["n_truncated"] for e in exs))},
         "greedy_mismatch": None if prepared["source"] == "reference" else _mismatch(exs, P.greedy_mismatch, P.pos),
         "entropy": entropy_section(P.where(P.cls != ALIGNED_ONLY), prepared["tokens"], top_n, bins),
         "spikes": {
@@ -266,7 +269,15 @@ def summarize(prepared: dict, top_n: int = TOP_TOKENS, bins: int = RELATIVE_BINS
         "models": {side: prepared["meta"][side].get("model") for side in ("i2i", "i2b")},
         "provenance": {side: provenance(prepared["meta"][run], side) for side, run in (("aligned", "i2i"), ("base", "i2b"))},
         "top_k": prepared["top_k"],
+        "answers_fingerprint": answers_fingerprint(exs),
     }
+
+
+def answers_fingerprint(examples: list[dict]) -> str:
+    """A short hash (16 hex digits of sha256) of the answers the examples score: each one's index, id (`id_key`) and
+    answer text, in order. Two summaries with the same fingerprint scored the same answers (a chain's stages must)."""
+    rows = [[int(e["index"]), id_key(e["id"]), e["answer_text"]] for e in examples]
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def _mismatch(exs: list[dict], mismatch: np.ndarray, pos: np.ndarray) -> dict:
@@ -283,8 +294,13 @@ def _mismatch(exs: list[dict], mismatch: np.ndarray, pos: np.ndarray) -> dict:
     }
 
 
+def summary_bytes(summary: dict) -> bytes:
+    """summary.json's content: indented JSON, UTF-8."""
+    return (json.dumps(summary, indent=1, ensure_ascii=False) + "\n").encode()
+
+
 def write_summary(path: str | Path, summary: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(summary, indent=1, ensure_ascii=False) + "\n").encode())
+    atomic_write_bytes(path, summary_bytes(summary))
 
 
 def _pct(v) -> str:
@@ -316,7 +332,7 @@ def _analyses_lines(s: dict, tokens: int) -> list[str]:
         lines.append(f"  spikes (KL > {sp['threshold']:.4g}, {sp['rule']}): {sp['positions']:,} positions in {sp['examples']} "
                      "examples")
     for key, title in (("shifted_share", "shifted share"), ("max_kl", "max KL")):
-        shown = ", ".join(f"{x['id']} ({x['value']:.3g})" for x in s["top_examples"][key][:5])
+        shown = ", ".join(f"{id_key(x['id'])} ({x['value']:.3g})" for x in s["top_examples"][key][:5])
         lines.append(f"  most shifted examples by {title}: {shown or '-'}")
     for name, labels in s["slices"].items():
         for label, b in labels.items():
@@ -331,7 +347,7 @@ def format_summary(s: dict, tokens: int = 12) -> str:
     """The summary as a terminal table."""
     lines = [f"{s['pair']}: {s['examples']} examples, {s['positions']:,} answer positions"]
     for name in CLASS_NAMES:
-        lines.append(f"  {name:<10} {s[name]:>9,}  {100 * s['ratios'][name]:5.1f}%")
+        lines.append(f"  {name:<10} {s[name]:>9,}  {_pct(s['ratios'][name]):>6}")
     gm = s["greedy_mismatch"]
     if gm is None:
         lines.append("  greedy mismatches: unknown (reference pickles hold no answer token ids)")
@@ -345,6 +361,10 @@ def format_summary(s: dict, tokens: int = 12) -> str:
     if s.get("aligned_only"):
         lines.append(f"  aligned_only: {s['aligned_only']:,} positions not classed: a token there (or earlier in the answer) "
                      "exists only in the aligned vocabulary; the ratios are of the other positions")
+    cut = s.get("truncated") or {}
+    if cut.get("examples"):
+        lines.append(f"  truncated: {cut['examples']} answers were cut to fit the context, {cut['tokens']:,} answer tokens not "
+                     "scored (n_truncated)")
     if s.get("ties"):
         lines.append(f"  ties: at {s['ties']:,} positions the aligned top-1 has exactly the base log-prob of another token "
                      "(ranks count only tokens strictly more likely)")

@@ -11,8 +11,12 @@ for 🦩). Decoded alone, such a token is U+FFFD, so nothing here decodes a toke
   context after its prompt), so that the spans put together are exactly the text; a character split over
   several tokens is on the token that completes it, the tokens before it hold only what precedes it (a
   space, often nothing).
-- `WHITESPACE`, `show_token`: the marks that make spaces, line breaks and tabs visible (· ↵ →), and ∅ for
-  an empty token; the example page's script gets them as data.
+- `WHITESPACE`, `MARKS`, `show_token`: the marks that make spaces, line breaks, tabs and carriage returns visible
+  (· ↵ → ␍), control characters as their code (`<0x1B>`, `<U+0085>`), and ∅ for an empty token; the example page's
+  script gets them as data.
+- `zero_width_spans`, `code_points`: the answer spans a browser draws with no width (only combining marks, a ZWJ,
+  variation selectors, or the rest of a character cluster an earlier span started: the second 👩 of 👩‍👩), and what
+  they hold (`U+0301 COMBINING ACUTE ACCENT`), for the page's stubs.
 
     from aligntds.tokentext import answer_spans, token_strings
     token_strings(tok, [40303])                                  # {40303: " <0xF0><0x9F><0x98>"} (SmolLM2)
@@ -24,19 +28,64 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
 
-WHITESPACE = {" ": "·", "\n": "↵", "\t": "→"}
+WHITESPACE = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
+# Control characters (C0 but the whitespace above, DEL, C1) as their code: printed raw they move a terminal's cursor or
+# colour it (\x1b, \x08), and a page shows nothing. C0 and DEL are one byte, `<0x1B>`; C1 as code points, `<U+0085>`
+# (its bytes are two).
+CONTROLS = {chr(c): f"<0x{c:02X}>" if c < 0x80 else f"<U+{c:04X}>" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))
+            if chr(c) not in WHITESPACE}
+MARKS = {**WHITESPACE, **CONTROLS}
 EMPTY = "∅"
+# Characters that show nothing by themselves (after the previous character, or nowhere): combining marks (U+0301,
+# Devanagari vowel signs and virama; variation selectors are Mn), format characters (ZWJ, ZWNJ, soft hyphen, tags),
+# and emoji skin-tone modifiers, which merge into the emoji before them.
+ZERO_WIDTH_CATEGORIES = ("Mn", "Mc", "Me", "Cf")
+EMOJI_MODIFIERS = range(0x1F3FB, 0x1F400)
 BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 CONTEXT_TOKENS = 4  # prompt tokens decoded before the answer's first token, so that it reads as after its prompt
 DECODE = dict(skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
 def show_token(text: str) -> str:
-    """A token for a terminal or a table: spaces, line breaks and tabs made visible (WHITESPACE), ∅ if empty."""
-    return "".join(WHITESPACE.get(c, c) for c in text) or EMPTY
+    """A token for a terminal or a table: whitespace and control characters made visible (MARKS: `·`, `↵`, `→`, `␍`,
+    `<0x1B>`), ∅ if empty."""
+    return "".join(MARKS.get(c, c) for c in text) or EMPTY
+
+
+def zero_width(text: str) -> bool:
+    """True when `text` is not empty and shows nothing of its own: only combining marks, format characters (ZWJ, ...),
+    variation selectors or emoji modifiers (`ZERO_WIDTH_CATEGORIES`); such a token of an answer gets a visible stub."""
+    return bool(text) and all(unicodedata.category(c) in ZERO_WIDTH_CATEGORIES or ord(c) in EMOJI_MODIFIERS for c in text)
+
+
+def zero_width_spans(spans: Sequence[str]) -> list[bool]:
+    """bool [T]: the answer spans that show nothing of their own in a page, so that a stub must make them visible: a span
+    of only `zero_width` characters, or one in which no grapheme cluster starts (Unicode's extended grapheme clusters,
+    the `regex` module's \\X, as browsers draw them: every character continues a cluster an earlier span started, as the
+    second 👩 of a ZWJ sequence 👩‍👩 split after the ZWJ does). Spans holding whitespace or control characters show
+    their marks (`MARKS`) and are never zero-width."""
+    import regex  # a dependency of transformers
+
+    text = "".join(spans)
+    starts = [m.start() for m in regex.finditer(r"\X", text)]
+    out, at, k = [], 0, 0
+    for span in spans:
+        end = at + len(span)
+        while k < len(starts) and starts[k] < at:
+            k += 1
+        starts_here = k < len(starts) and starts[k] < end
+        out.append(bool(span) and not any(c in MARKS for c in span) and (zero_width(span) or not starts_here))
+        at = end
+    return out
+
+
+def code_points(text: str) -> str:
+    """Each character's code point and name: "U+200D ZERO WIDTH JOINER, U+1F469 WOMAN"."""
+    return ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, '')}".rstrip() for c in text)
 
 
 def show_bytes(data: bytes) -> str:

@@ -34,8 +34,8 @@
     if (text !== undefined) e.textContent = text;
     return e;
   }
-  function prefixOf(prompt, t) {  // the prompt and the answer text before position t
-    return prompt + data.spans.slice(0, t).join("");
+  function prefixOf(prompt, boundary, t) {  // the prompt and the answer text before position t, as that model read it
+    return prompt + (t > 0 ? boundary : "") + data.spans.slice(0, t).join("");
   }
 
   function show(t) {
@@ -90,10 +90,10 @@
 
     var base = el("div", "prefix base");
     base.appendChild(el("b", null, "Base prefix:"));
-    base.appendChild(el("span", "text", prefixOf(data.base_prompt, t)));
+    base.appendChild(el("span", "text", prefixOf(data.base_prompt, data.base_boundary, t)));
     var aligned = el("div", "prefix aligned");
     aligned.appendChild(el("b", null, "Aligned prefix:"));
-    aligned.appendChild(el("span", "text", prefixOf(data.aligned_prompt, t)));
+    aligned.appendChild(el("span", "text", prefixOf(data.aligned_prompt, data.aligned_boundary, t)));
 
     content.replaceChildren(head, table, metrics, base, aligned);
     document.querySelectorAll("#answer .tok.sel").forEach(function (s) { s.classList.remove("sel"); });
