@@ -70,3 +70,18 @@ def test_against_the_reference_formulas(k):
         # is its formula applied to the first k entries (probabilities do not enter nDCG).
         ref = ref_compute_similarity(as_list(b_ids[row], b_lp[row], k), as_list(a_ids[row], a_lp[row], k), "nDCG")
         assert ours["ndcg"][row] == pytest.approx(ref, abs=1e-9)
+
+
+def test_tokens_of_probability_zero_add_nothing_to_kl():
+    """A stored log-prob of -inf (probability 0: a token its model rules out) gave 0 * log 0 = NaN or inf; the reference
+    adds a token's term only when both probabilities are positive."""
+    b_ids, a_ids = np.array([[1, 2, 3, 4]]), np.array([[2, 1, 4, 3]])
+    with np.errstate(divide="ignore"):
+        b_lp = np.log(np.array([[0.6, 0.3, 0.1, 0.0]]))  # id 4: 0 in the base list
+    with np.errstate(divide="ignore"):
+        a_lp = np.log(np.array([[0.7, 0.3, 0.0, 0.0]]))  # ids 4 and 3: 0 in the aligned list
+    ours = topk_metrics(b_ids, b_lp, a_ids, a_lp, 4)
+    rows = [[{"token_id": int(i), "token": f"t{i}", "logit": float(lp)} for i, lp in zip(ids, lps)]
+            for ids, lps in ((b_ids[0], b_lp[0]), (a_ids[0], a_lp[0]))]
+    ref = ref_compute_similarity(*rows, "KL", top_k=4)
+    assert np.isfinite(ours["kl"][0]) and ours["kl"][0] == pytest.approx(ref, abs=1e-12)

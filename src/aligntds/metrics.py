@@ -11,7 +11,8 @@ renormalized probabilities, B_k and A_k the first k ids of each list:
 
     jaccard@k = |B_k ∩ A_k| / |B_k ∪ A_k|
     ws@k      = sum over t in B_k ∩ A_k of p_b(t) p_a(t)                 (weighted sum)
-    kl@k      = sum over t in B_k ∩ A_k of p_b(t) log(p_b(t) / p_a(t))   (truncated KL(base || aligned))
+    kl@k      = sum over t in B_k ∩ A_k of p_b(t) log(p_b(t) / p_a(t))   (truncated KL(base || aligned); as in the
+                reference, a token of probability 0 on either side adds nothing)
     ndcg@k    = DCG / IDCG, relevance of a base entry = 1 / log2(2 + its index in A_k), discount 1 / log2(2 + i)
     tr@k      = index of the aligned top-1 in B_k, or k when absent      (top rank)
     tp@k      = p_b of the aligned top-1, or 0 when absent               (top prob)
@@ -72,8 +73,9 @@ def _topk_chunk(b_ids, pb, a_ids, pa, k):
     shared = match.any(axis=2)  # [n, k]: base entry i is in the aligned list (ids are unique within a list)
     j = match.argmax(axis=2)  # [n, k]: ... at this index
     pa_of_b = np.where(shared, np.take_along_axis(pa, j, axis=1), 0.0)  # p_a of each base entry, 0 when absent
+    both = shared & (pb > 0) & (pa_of_b > 0)  # as the reference: a token of probability 0 on either side adds nothing
     with np.errstate(divide="ignore", invalid="ignore"):
-        kl_terms = np.where(shared, pb * np.log(pb / pa_of_b), 0.0)
+        kl_terms = np.where(both, pb * np.log(pb / pa_of_b), 0.0)
     discount = 1.0 / np.log2(np.arange(k) + 2.0)  # [k]
     relevance = np.where(shared, discount[j], 0.0)  # 1/log2(2 + j) of base entry i
     idcg = (discount * discount).sum()
