@@ -110,7 +110,8 @@ def test_pyproject_dependencies_are_the_requirements():
 @pytest.mark.slow
 def test_a_wheel_built_here_installs_and_its_command_runs_the_pipeline(tmp_path, data_file, pair_llama):
     """Build a wheel offline (the virtualenv's own setuptools; --no-index: nothing downloaded) from a copy of the package's
-    sources, install it (not editable) into a folder, and run its `aligntds` from a folder that is no checkout."""
+    sources, check that its dependencies and extras need nothing this environment lacks, install it (not editable) into a
+    folder, and run its `aligntds` from a folder that is no checkout."""
     source = tmp_path / "source"
     (source / "src").mkdir(parents=True)
     for name in ("pyproject.toml", "README.md"):
@@ -127,6 +128,13 @@ def test_a_wheel_built_here_installs_and_its_command_runs_the_pipeline(tmp_path,
     assert {n.split("/")[0] for n in names} == {"aligntds", f"aligntds-{__version__}.dist-info"}  # not the scripts' shims
     entry = zipfile.ZipFile(wheel).read(f"aligntds-{__version__}.dist-info/entry_points.txt").decode()
     assert "aligntds = aligntds.cli.main:main" in entry
+    # The project's dependencies and extras are met by this environment: nothing else would be installed, and nothing
+    # is downloaded (--no-index).
+    report = tmp_path / "report.json"
+    dry = subprocess.run([*pip, "install", "--dry-run", "--no-index", "--no-build-isolation", "--report", str(report),
+                          f"{source}[datasets,peft]"], capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert [x["metadata"]["name"] for x in json.loads(report.read_text())["install"]] == ["aligntds"]
     site = tmp_path / "site"
     installed = subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
                                capture_output=True, text=True)

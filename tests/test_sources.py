@@ -200,3 +200,15 @@ def test_data_prep_reads_slices_from_the_source_the_records_name(tmp_path, data_
     assert data_prep(["t", str(tmp_path / "a/t-i2i.[0:7].pkl"), str(tmp_path / "b/t-i2b.[0:7].pkl"), "--out", str(out),
                       "--slice_by", "category", "--data_file", str(tmp_path / "data.parquet")]) == 0
     assert json.loads(out.with_suffix(".summary.json").read_text())["slices"] == summary["slices"]
+
+
+def test_a_dataset_in_memory_is_read_as_its_file(data_file):
+    rows = json.loads(data_file.read_text())
+    ds = datasets.Dataset.from_list(rows)
+    assert load_examples(ds, fields=("input", "pure_input")) == rows
+    both = datasets.DatasetDict({"test": ds, "train": ds.select(range(2))})
+    assert load_examples(both, split="train") == rows[:2]
+    with pytest.raises(UserError, match="data: holds the splits test, train: choose one with --data_split"):
+        load_examples(both)
+    with pytest.raises(UserError, match=r"data: example 0 \(id=0\) has no field 'input'"):
+        load_examples(ds.remove_columns("input"), fields=("input",))
