@@ -1,4 +1,8 @@
-# Set-up and the main jobs. Every target installs what it needs into .venv first.
+# Set-up and the main jobs. Every target installs what it needs into .venv first: requirements.txt (torch pinned to the
+# release tested here, installed first so that the project's torch range is already met and nothing else is resolved),
+# then the project itself in editable mode (`pip install -e .`: the console command `aligntds` and `import aligntds` run
+# this checkout's code, so `--pair demo` finds models/demo here and the provenance's git commit is this checkout's, and
+# an edit needs no reinstall; tests/test_package.py builds and installs a wheel to check the non-editable install).
 #   make demo    the whole pipeline on the embedded demo pair: docs/demo_justeval/index.html
 #   make test    ruff check, then the test suite (installs Debian's chromium for the browser tests when missing)
 #   make quick   ruff check, then the tests not marked slow (pytest -m "not slow"): the loop while changing code
@@ -17,13 +21,17 @@ DEV     := $(VENV)/.installed-dev
 
 install: $(RUNTIME)
 
-$(RUNTIME): requirements.txt
+$(RUNTIME): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# The test tools and the optional extras (datasets, peft): requirements-dev.txt installs them, then the extras are
+# resolved against what it installed (so pyproject.toml's extras are checked too, with nothing more to download).
 $(DEV): $(RUNTIME) requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -e '.[datasets,peft]'
 	touch $@
 
 demo: $(RUNTIME)

@@ -8,11 +8,15 @@
   answer, an answer ending in a literal </s>).
 - `report`: the whole pipeline (i2i, i2b, merge, data_prep, generate_html) on `REPORT_EXAMPLES`, whose
   first prompt and answer hold <script>, <img onerror>, & and quotes.
+- `demo_pair`: the demo pair, models/demo (or $ALIGNTDS_DEMO_DIR), built by its script (about a minute) unless a
+  current build is there.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,9 +32,11 @@ from aligntds.cli.data_prep import main as data_prep  # noqa: E402
 from aligntds.cli.generate_html import main as generate_html  # noqa: E402
 from aligntds.cli.logit_analysis import main as logit_analysis  # noqa: E402
 from aligntds.cli.merge_logits import main as merge_logits  # noqa: E402
+from aligntds.demo_pair import BuildConfig, is_current  # noqa: E402
+from aligntds.presets import DEMO_DIR  # noqa: E402
 from aligntds.store import load_records  # noqa: E402
 from aligntds.tiny import save_pair_member, tiny_model, train_tokenizer  # noqa: E402
-from helpers import CORPUS, MULTILINGUAL_CORPUS, REPORT_EXAMPLES, write_data  # noqa: E402
+from helpers import CORPUS, MULTILINGUAL_CORPUS, REPO, REPORT_EXAMPLES, write_data  # noqa: E402
 
 # One thread: the test models are tiny, and on a machine other jobs share, a second thread that is not
 # scheduled makes every parallel region wait for it (the reference loops ran 6x slower with two threads).
@@ -94,3 +100,14 @@ def report(tmp_path_factory, pair_llama):
     assert generate_html(["r", "--data", str(prepared), "--out", str(html)]) == 0
     return {"root": root, "prepared": prepared, "html": html, "i2i": load_records(root / "i2i/r-i2i.pkl"),
             "i2b": load_records(root / "i2b/r-i2b.pkl")}
+
+
+@pytest.fixture(scope="session")
+def demo_pair(tmp_path_factory) -> Path:
+    """models/demo (or $ALIGNTDS_DEMO_DIR), built by scripts/build_demo_pair.py unless a current build is there."""
+    if not is_current(DEMO_DIR, BuildConfig()):
+        instructions = tmp_path_factory.mktemp("build") / "instructions.json"
+        run = subprocess.run([sys.executable, str(REPO / "scripts" / "build_demo_pair.py"), "--root", str(DEMO_DIR),
+                              "--instructions", str(instructions)], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-3000:]
+    return DEMO_DIR

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,26 +22,12 @@ from aligntds.cli.build_demo_pair import main as build_demo_pair
 from aligntds.cli.generate_outputs import main as generate
 from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.cli.merge_logits import main as merge_logits
-from aligntds.demo_pair import STAMP, BuildConfig, is_current
+from aligntds.demo_pair import STAMP, BuildConfig
 from aligntds.findings import figures, format_figures
 from aligntds.prompts import ChatEncoder
 from aligntds.store import load_records
 
 pytestmark = pytest.mark.slow  # builds the demo pair (a minute) when it is not built yet, then the pipeline on 100 answers
-
-REPO = Path(__file__).resolve().parents[1]
-BUILD = [sys.executable, str(REPO / "scripts" / "build_demo_pair.py")]
-
-
-@pytest.fixture(scope="session")
-def demo_pair(tmp_path_factory) -> Path:
-    """models/demo (or $ALIGNTDS_DEMO_DIR), built by the script unless a current build is there."""
-    root = models.DEMO_DIR
-    if not is_current(root, BuildConfig()):
-        instructions = tmp_path_factory.mktemp("build") / "instructions.json"
-        run = subprocess.run([*BUILD, "--root", str(root), "--instructions", str(instructions)], capture_output=True, text=True)
-        assert run.returncode == 0, run.stderr[-3000:]
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -58,17 +58,21 @@ class RunPlan:
 
     def where(self, i: int) -> str:
         """Example i, as errors and logs name it."""
-        return f"{self.opts.data_file}: example {i} (id={self.items[i]['id']})"
+        return f"{self.opts.data_file or 'data'}: example {i} (id={self.items[i]['id']})"
 
 
-def run(opts: Options, rank: Rank | None = None) -> Path | None:
-    """Score this process's part of examples [start, end) and write its shard; returns its path (None: nothing to do)."""
+def run(opts: Options, rank: Rank | None = None, rows=None) -> Path | None:
+    """Score this process's part of examples [start, end) and write its shard; returns its path (None: nothing to do).
+
+    rows: the examples in memory (the Python API, `aligntds.score`: a list of dicts or a `datasets.Dataset`), read and
+    checked as a data file's are, instead of `opts.data_file` (then None; the records' meta `data_file` is null)."""
     rank = rank or current_rank()
-    items = load_examples(opts.data_file, fields=PROMPT_FIELDS[opts.mode])
+    items = load_examples(opts.data_file if rows is None else rows, PROMPT_FIELDS[opts.mode], opts.data_split,
+                          opts.data_revision, opts.columns)
     start, end = data_slice(opts.start, opts.end, len(items))
     if start >= end:
-        log.info(f"examples [{opts.start}:{opts.end}] are past the end of {opts.data_file} ({len(items)} examples): "
-                 "nothing to do")
+        log.info(f"examples [{opts.start}:{opts.end}] are past the end of {opts.data_file or 'the data'} ({len(items)} "
+                 "examples): nothing to do")
         return None
     start, end = part_of(start, end, rank, "examples")
     if start >= end:
@@ -156,7 +160,9 @@ def execute(plan: RunPlan, rank: Rank) -> Path:
     stats = score_with_progress(scorer, requests, f"{opts.pair} {mode}", not rank.is_main, [plan.where(i) for i in indices])
     shared = scorer.shared if mode == "pair" else shared
     values = {**plan.planned, "revision": models.model_revision(loaded[0].model), "enable_template": opts.enable_template,
-              "base_template_file": opts.base_template, "data_file": str(opts.data_file), "vocab_size": len(toks[0]),
+              "base_template_file": opts.base_template, "data_file": None if opts.data_file is None else str(opts.data_file),
+              "data_split": opts.data_split, "data_revision": opts.data_revision, "data_columns": opts.columns,
+              "vocab_size": len(toks[0]),
               "vocab": models.vocab_fingerprint(toks[0]), "versions": versions(), "shared_vocab": shared,
               "answer_ids": "i2i records" if mode == "i2b" else answer_source(plan.items, indices, opts.tokenization),
               "base_revision": models.model_revision(loaded[-1].model), "base_vocab": models.vocab_fingerprint(toks[-1]),

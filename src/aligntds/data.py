@@ -176,14 +176,21 @@ def answer_of(item: dict) -> str:
     return out[0] if isinstance(out, list) else out
 
 
-def load_examples(path: str | Path, fields: Iterable[str] = ()) -> list[dict]:
+def load_examples(path, fields: Iterable[str] = (), split: str | None = None, revision: str | None = None,
+                  columns: str | None = None) -> list[dict]:
     """Load and check a data file; `fields` are the prompt fields this run needs besides `id` and `output`.
 
-    Raises `UserError` naming the file and the example for a missing file, invalid JSON, a file that is not a list of
-    examples or holds none, an example that is not an object, or a missing or mistyped field.
+    `path`: any source `aligntds.sources.read_items` reads (JSON/JSONL, Parquet, a datasets folder or hub name with
+    `split`, `revision` and the `columns` mapping, or rows in memory). Raises `UserError` naming the file and the
+    example for a missing file, invalid JSON, a file that is not a list of examples or holds none, an example that is
+    not an object, or a missing or mistyped field.
     """
-    path = Path(path)
-    items = read_json_items(path)
+    from .sources import read_items, source_name
+
+    items = read_items(path, split, revision, columns)
+    path = source_name(path)
+    if not isinstance(items, list):
+        raise UserError(f"{path}: expected a JSON list of examples (or JSONL), found {json_kind(items)}")
     if not items:
         raise UserError(f"{path}: holds no examples")
     for i, item in enumerate(items):

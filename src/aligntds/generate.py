@@ -40,13 +40,14 @@ from pathlib import Path
 import torch
 
 from . import adapters, models
-from .data import data_fingerprint, data_slice, json_kind, read_json_items
+from .data import data_fingerprint, data_slice, json_kind
 from .distributed import Rank, current_rank, device_for, part_of, select_device
 from .errors import UserError
 from .merge import check_tiling
 from .options import GenOptions
 from .prompts import ChatEncoder
 from .records import settings_difference
+from .sources import read_items, source_name
 from .store import atomic_write_bytes, ensure_writable_folder, find_parts, part_path
 
 log = logging.getLogger("aligntds")
@@ -58,13 +59,16 @@ PART_FORMAT = "aligntds generate_outputs part 1"
 PART_KEYS = ("generator", "max_new_tokens", "dtype", "n_data", "data", "start", "end")
 
 
-def load_instructions(path: str | Path) -> list[dict]:
-    """Instructions from a JSON list or JSONL: objects with `pure_input` or `instruction` (a non-empty string).
+def load_instructions(path, split: str | None = None, revision: str | None = None, columns: str | None = None) -> list[dict]:
+    """Instructions from a JSON list or JSONL (or any source `aligntds.sources.read_items` reads, with `split`, `revision`
+    and the `columns` mapping): objects with `pure_input` or `instruction` (a non-empty string).
 
     Returns copies with `pure_input` set; `id` defaults to the example's position in the file.
     """
-    path = Path(path)
-    items = read_json_items(path)
+    items = read_items(path, split, revision, columns)
+    path = source_name(path)
+    if not isinstance(items, list):
+        raise UserError(f"{path}: expected a JSON list of instructions (or JSONL), found {json_kind(items)}")
     if not items:
         raise UserError(f"{path}: holds no examples")
     out = []
@@ -197,7 +201,7 @@ def run(opts: GenOptions, rank: Rank | None = None) -> Path | None:
     if opts.batch_size < 1:
         raise UserError(f"--batch_size must be >= 1, got {opts.batch_size}")
     rank = rank or current_rank()
-    all_items = load_instructions(opts.data_file)
+    all_items = load_instructions(opts.data_file, opts.data_split, opts.data_revision, opts.columns)
     start, end = data_slice(opts.start, opts.end, len(all_items))
     if opts.merge:
         return merge_parts(opts, all_items, start, end)

@@ -151,12 +151,22 @@ def _join_ours(a_recs, b_recs, a_path, b_path) -> list[Joined]:
     return out
 
 
+def _records(source, name: str) -> tuple[list[dict], object]:
+    """(records, how messages name them): a record file's (its path), or records given in memory (a list: `name`, the
+    argument of `aligntds.prepare` they came in)."""
+    if isinstance(source, list):
+        return source, name
+    return store.load_records(source), source
+
+
 def load_joined(i2i_path, i2b_path, truncate_mismatched: bool = False) -> JoinedRun:
     """The examples of the input files, joined (see `JoinedRun`): an i2i and an i2b file, one pair file (i2b_path None),
-    or the reference's two merged pickles (`aligntds.reference_pickles`). One-line errors for anything else."""
+    or the reference's two merged pickles (`aligntds.reference_pickles`); or such records in memory (lists, as
+    `aligntds.score` returns them), checked as a file's are. One-line errors for anything else."""
     from .reference_pickles import join_reference
 
-    a_recs = store.load_records(i2i_path)
+    a_recs, i2i_path = _records(i2i_path, "i2i=[records]")
+    b_source, i2b_path = i2b_path, "i2b=[records]" if isinstance(i2b_path, list) else i2b_path
     kind = _kind(a_recs, i2i_path)
     if kind == "pair":
         if i2b_path is not None:
@@ -167,7 +177,7 @@ def load_joined(i2i_path, i2b_path, truncate_mismatched: bool = False) -> Joined
         return JoinedRun(examples, "pair", None, meta, {**meta, "model": meta.get("base_model")})
     if i2b_path is None:
         raise UserError(f"{i2i_path} holds {kind} records: data_prep also needs the i2b file")
-    b_recs = store.load_records(i2b_path)
+    b_recs = _records(b_source, i2b_path)[0]
     if kind == "reference":
         if _kind(b_recs, i2b_path) != "reference":
             raise UserError(f"{i2b_path}: expected the reference's records, like {i2i_path}")

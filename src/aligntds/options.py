@@ -26,6 +26,13 @@ from .smollm2 import PACKAGE, VERSION
 DTYPE_CHOICES = ("auto", *DTYPE_NAMES)
 DTYPE_HELP = "auto: bfloat16 on CUDA, float32 on CPU"
 DEMO_INSTRUCTIONS = REPO_ROOT / "data" / "demo" / "instructions.json"
+# The data source flags (aligntds.sources): --data_file is a JSON/JSONL or Parquet file, a datasets folder or a hub name.
+DATA_FILE_HELP = ("JSON list or JSONL, Parquet file, folder written by datasets' save_to_disk, or Hugging Face dataset "
+                  "(org/name, with --data_split, --data_revision)")
+SPLIT_HELP = "the split of a datasets folder or hub dataset (e.g. test; default: its only split)"
+REVISION_HELP = "the hub dataset's revision: a commit, tag or branch (default: the latest)"
+COLUMNS_HELP = ("rename a table's columns to the fields read here, SOURCE=FIELD,... (e.g. instruction=pure_input,output=output); "
+                "default: a table without pure_input has its instruction column read as pure_input")
 
 
 @dataclass(kw_only=True)
@@ -34,7 +41,7 @@ class ScoreOptions(Flags):
     divergences), one forward pass per answer, and write one shard of records. Under accelerate launch or torchrun each
     process takes its own part of [--start, --end) and writes its own shard."""
 
-    data_file: str = flag("JSON list or JSONL of {id, pure_input, input, output: [answer]}")
+    data_file: str = flag(f"{DATA_FILE_HELP} of {{id, pure_input, input, output: [answer]}}")
     logits_folder: str = flag("folder for the shard {pair}-{mode}.[{start}:{end}].pkl")
     pair: str = flag(f"a preset ({', '.join(PAIRS)}) or any name for the output files", "llama2")
     mode: str = flag("i2i: aligned model on its chat prompt; i2b: base model on the bare query; pair: both models in one "
@@ -63,6 +70,9 @@ class ScoreOptions(Flags):
     tokenization: str = flag("chat: each model's own chat-format ids (one BOS, no stray space token before the answer, the "
                              "data's output_ids when present); reference: the reference implementation's ids (double BOS, answer "
                              "encoded alone), to reproduce published numbers", "chat", choices=TOKENIZATIONS)
+    data_split: str | None = flag(SPLIT_HELP, None)
+    data_revision: str | None = flag(REVISION_HELP, None)
+    columns: str | None = flag(COLUMNS_HELP, None, metavar="SOURCE=FIELD,...")
 
     def warn_unused(self) -> None:
         """Warn about flags given that this run's --mode does not use."""
@@ -107,6 +117,13 @@ class PrepOptions(Flags):
                               '{"id": {"field": "label"}}', None, metavar="FILE")
     truncate_mismatched: bool = flag("reference pickles only: cut answers whose i2i and i2b lengths differ to the shorter, "
                                      "as the reference did", False)
+    data_split: str | None = flag("--data_file's split, for a datasets folder or hub dataset (default: the records')", None)
+    data_revision: str | None = flag("--data_file's hub revision (default: the records')", None)
+    columns: str | None = flag("--data_file's column mapping, as logit_analysis's --columns (default: the records')", None,
+                               metavar="SOURCE=FIELD,...")
+    parquet: str | None = flag("also write the tables DIR/positions.parquet (one row per answer position) and "
+                               "DIR/examples.parquet (one row per example), with the run's provenance in their metadata",
+                               None, metavar="DIR")
 
 
 @dataclass(kw_only=True)
@@ -141,7 +158,7 @@ class GenOptions(Flags):
     accelerate launch or torchrun each process answers its own part of [--start, --end) and writes its own part file
     (DIR/parts/NAME.[s:e].json for --output_file DIR/NAME.json); the same command with --merge then joins them."""
 
-    data_file: str = flag("JSON list or JSONL of objects with 'pure_input' or 'instruction' (and optional 'id')")
+    data_file: str = flag(f"{DATA_FILE_HELP} of objects with 'pure_input' or 'instruction' (and optional 'id')")
     output_file: str = flag("where the JSON list of answers is written (atomically)")
     pair: str = flag(f"a preset whose aligned model answers ({', '.join(PAIRS)})", "demo")
     model: str | None = flag("the aligned model: Hugging Face id (id@revision), local folder, or PEFT adapter (on the base "
@@ -159,6 +176,9 @@ class GenOptions(Flags):
                        "overlaps and other settings are refused); give the launch's --data_file, --start, --end (and --model, "
                        "--max_new_tokens, --dtype: when given, they must be the launch's)", False)
     overwrite: bool = flag("several processes: generate a part file that exists again (otherwise it is kept)", False)
+    data_split: str | None = flag(SPLIT_HELP, None)
+    data_revision: str | None = flag(REVISION_HELP, None)
+    columns: str | None = flag(COLUMNS_HELP, None, metavar="SOURCE=FIELD,...")
 
 
 @dataclass(kw_only=True)

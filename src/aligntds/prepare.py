@@ -39,6 +39,7 @@ Per example, per position (T positions; each a numpy array of length T):
                                     never classed, a token at or before it exists only in the aligned vocabulary
                                     (the records' `aligned_only`)
     base_prob         float32 [T]   base probability of the aligned top-1 (NaN where its rank is unknown)
+    base_logprob      float32 [T]   its base log-prob, nats (the records' `aligned_logprob`; NaN where unknown)
     top1_differs      bool [T]      base top-1 != aligned top-1
     greedy_mismatch   bool [T]      the answer token is not the aligned model's top-1
     tie               bool [T]      the aligned top-1 has exactly the base log-prob of another token (`tied_top1`)
@@ -168,6 +169,7 @@ def compute(joined: list[Joined], ks: tuple[int, ...]) -> list[dict]:
             "aligned_rank": np.asarray(j.aligned_rank, dtype=np.int32),
             "cls": cls[s:e],
             "base_prob": np.exp(j.aligned_logprob).astype(np.float32),
+            "base_logprob": np.asarray(j.aligned_logprob, dtype=np.float32),
             "top1_differs": j.aligned_topk_ids[:, 0] != j.base_topk_ids[:, 0] if len(j.aligned_topk_ids) else np.zeros(0, bool),
             "tie": tied_top1(j),
             "greedy_mismatch": np.asarray(j.greedy_mismatch, dtype=bool),
@@ -280,9 +282,10 @@ def curves_csv(prepared: dict) -> str:
 
 
 def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, truncate_mismatched: bool = False,
-            slice_by=(), data_file=None, slices_file=None) -> dict:
+            slice_by=(), data_file=None, slices_file=None, data_split=None, data_revision=None, columns=None) -> dict:
     """The prepared data of a pair (the module docstring lists its fields): examples with metrics, slice labels
-    (`add_slices`), and the token strings the pages and summary show."""
+    (`add_slices`: `data_file` with `data_split`, `data_revision`, `columns`), and the token strings the pages and summary
+    show. i2i_path, i2b_path: record files, or records in memory (lists, as `aligntds.score` returns them)."""
     run = load_joined(i2i_path, i2b_path, truncate_mismatched)
     joined, source, strings, a_meta, b_meta, cut = run.examples, run.source, run.tokens, run.aligned_meta, run.base_meta, run.cut
     top_k = stored_k(joined, (a_meta, b_meta))
@@ -297,7 +300,7 @@ def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, tr
     if repeats:
         log.warning(f"warning: {repeats} examples have the id of an earlier example (the first: {first}): the pages cannot tell "
                     "them apart, and --slices gives them one label")
-    slice_fields = add_slices(examples, a_meta, slice_by, data_file, slices_file)
+    slice_fields = add_slices(examples, a_meta, slice_by, data_file, slices_file, data_split, data_revision, columns)
     threshold = spike_threshold(examples)
     add_example_measures(examples, threshold)
     if strings is None or tokenizer:  # the reference's pickles name no tokenizer: --tokenizer, else their own strings
@@ -328,23 +331,33 @@ def prepare(pair: str, i2i_path, i2b_path=None, tokenizer: str | None = None, tr
         "top_k": top_k,
         "spike_threshold": threshold,
         "slice_fields": slice_fields,
-        "meta": {"i2i": a_meta, "i2b": b_meta, "inputs": [str(i2i_path), str(i2b_path) if i2b_path else None],
+        "meta": {"i2i": a_meta, "i2b": b_meta, "inputs": [_input_name(i2i_path), _input_name(i2b_path)],
                  "cut_to_shorter": cut},
         "tokens": strings,
         "examples": examples,
     }
 
 
+def _input_name(records) -> str | None:
+    """How the prepared data's meta names an input: its path, None (none given), or "records" (given in memory)."""
+    return None if records is None else "records" if isinstance(records, list) else str(records)
+
+
 def prepare_files(pair: str, i2i_path, i2b_path=None, out=None, tokenizer=None, truncate_mismatched=False,
-                  slice_by=(), data_file=None, slices_file=None) -> Path:
-    """data_prep end to end: the prepared data, summary.json and the curves CSV beside it; prints the summary.
+                  slice_by=(), data_file=None, slices_file=None, data_split=None, data_revision=None, columns=None,
+                  parquet=None) -> Path:
+    """data_prep end to end: the prepared data, summary.json and the curves CSV beside it, and with `parquet` (a folder)
+    the tables positions.parquet and examples.parquet (`aligntds.frames`); prints the summary.
 
     The three files are written only once all three are computed: a mistake found on the way leaves the files of an
     earlier run as they were, never some of them replaced."""
     from .summary import format_summary, summarize, summary_bytes
 
     out = Path(out) if out else default_output(pair)
-    prepared = prepare(pair, i2i_path, i2b_path, tokenizer, truncate_mismatched, slice_by, data_file, slices_file)
+    if parquet:
+        store.ensure_writable_folder(parquet)
+    prepared = prepare(pair, i2i_path, i2b_path, tokenizer, truncate_mismatched, slice_by, data_file, slices_file,
+                       data_split, data_revision, columns)
     summary = summarize(prepared)
     summary_json, curves = summary_bytes(summary), curves_csv(prepared).encode()
     store.save_records(out, [prepared])
@@ -353,6 +366,11 @@ def prepare_files(pair: str, i2i_path, i2b_path=None, out=None, tokenizer=None, 
     print(format_summary(summary))
     warn_wrong_context(summary)
     log.info(f"wrote {out} (+ .summary.json, .curves.csv)")
+    if parquet:
+        from .frames import Prepared
+
+        for path in Prepared(prepared, summary).to_parquet(parquet):
+            log.info(f"wrote {path}")
     return out
 
 

@@ -13,8 +13,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# Where the demo pair is built (gitignored); `--pair demo` points at it.
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
+def checkout() -> Path | None:
+    """The project's checkout when this package runs from one (a clone's src/aligntds, or an editable install of it);
+    None for an installed copy (`pip install .`: site-packages/aligntds)."""
+    here = Path(__file__).resolve().parent
+    root = here.parents[1]
+    return root if here == root / "src" / "aligntds" and (root / "pyproject.toml").is_file() else None
+
+
+# The project folder: the checkout, or for an installed copy the folder it runs from (relative paths). The demo pair is
+# built under it (models/demo, gitignored) and `--pair demo` points there.
+REPO_ROOT = checkout() or Path()
 DEMO_DIR = Path(os.environ.get("ALIGNTDS_DEMO_DIR", REPO_ROOT / "models" / "demo"))
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from . import __version__, store
 from .data import answer_of
 from .errors import UserError
+from .presets import checkout
 from .schema import KEYS, RUN_KEYS, keys_of
 
 log = logging.getLogger("aligntds")
@@ -30,8 +31,11 @@ log = logging.getLogger("aligntds")
 
 @lru_cache(maxsize=1)
 def git_revision() -> str | None:
-    """The project's git commit (with `-dirty` when the checkout has changes), or None outside git."""
-    root = Path(__file__).resolve().parents[2]
+    """The project's git commit (with `-dirty` when the checkout has changes); None outside git, and for an installed copy
+    of the package (which is not a checkout: the git repository around it, if any, is not its source)."""
+    root = checkout()
+    if root is None:
+        return None
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:

@@ -118,7 +118,10 @@ revision            all       -    the hub commit of the weights loaded (pair: t
 base_revision       pair      -    the same for the base model
 enable_template     all       -    `--enable_template`
 base_template_file  all       -    `--base_template`
-data_file           all       -    the data file, as given
+data_file           all       -    the data file, as given (a path or hub name; null: rows given in memory to `aligntds.score`)
+data_split          all       -    `--data_split`: the split of a datasets folder or hub dataset, or null
+data_revision       all       -    `--data_revision`: the hub dataset's revision, or null
+data_columns        all       -    `--columns`: the column mapping as given, or null
 vocab_size          all       -    the tokenizer's size
 base_vocab          pair      -    the base tokenizer's fingerprint
 base_vocab_size     pair      -    the base tokenizer's size

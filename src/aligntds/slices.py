@@ -17,8 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import read_json, read_json_items
+from .data import read_json
 from .errors import UserError
+from .sources import is_hub_name, read_items, source_name
+
+# The meta keys that say where the records' examples came from (besides `data_file`).
+DATA_KEYS = ("data_split", "data_revision", "data_columns")
 
 
 def id_key(value) -> str:
@@ -53,9 +57,12 @@ def slice_label(value, where: str, field_name: str) -> str:
     raise UserError(f"{where}: field '{field_name}' is a {type(value).__name__}, not a label (a string, a number or null)")
 
 
-def _labels_from_data(examples: list[dict], fields: list[str], path: Path) -> dict[str, list[str]]:
-    """{field: label per example} read from the data file the records were made from, by `index`, checked by `id`."""
-    items = read_json_items(path)
+def _labels_from_data(examples: list[dict], fields: list[str], data, split=None, revision=None,
+                      columns=None) -> dict[str, list[str]]:
+    """{field: label per example} read from the data the records were made from (a data file, or any source
+    `sources.read_items` reads, with its split, revision and column mapping), by `index`, checked by `id`."""
+    items = read_items(data, split, revision, columns)
+    path = source_name(data)
     if not isinstance(items, list):
         raise UserError(f"{path}: expected a JSON list of examples (or JSONL), found {type(items).__name__}")
     rows = []
@@ -104,22 +111,26 @@ def _labels_from_file(examples: list[dict], path: Path) -> dict[str, list[str]]:
             for name in fields}
 
 
-def add_slices(examples: list[dict], a_meta: dict, slice_by=(), data_file=None, slices_file=None) -> list[str]:
+def add_slices(examples: list[dict], a_meta: dict, slice_by=(), data_file=None, slices_file=None, data_split=None,
+               data_revision=None, columns=None) -> list[str]:
     """Set each example's `slices` {field: label} (in place); returns the slice fields in order.
 
-    `slice_by` fields are read from `data_file`, else from the data file named in the records' meta
-    (`data_file`, as given to logit_analysis); `slices_file` is a JSON labels file (see `_labels_from_file`).
+    `slice_by` fields are read from `data_file` (a path or hub name with `data_split`, `data_revision` and `columns`, or
+    rows in memory), else from the data named in the records' meta (`data_file`, `data_split`, `data_revision`,
+    `data_columns`, as given to logit_analysis); `slices_file` is a JSON labels file (see `_labels_from_file`).
     """
     labels: dict[str, list[str]] = {}
     if slice_by:
-        path = data_file or a_meta.get("data_file")
-        if path is None:
-            raise UserError("--slice_by: these records do not name their data file (reference pickles): pass --data_file")
-        path = Path(path)
-        if not path.exists():
-            how = "--data_file" if data_file else "the records' data file (meta data_file); pass --data_file"
-            raise UserError(f"{path}: data file not found ({how})")
-        labels.update(_labels_from_data(examples, list(dict.fromkeys(slice_by)), path))
+        given = data_file is not None
+        data = data_file if given else a_meta.get("data_file")
+        if data is None:
+            raise UserError("--slice_by: these records do not name their data file (reference pickles, or rows scored in "
+                            "memory): pass --data_file (aligntds.prepare: data=)")
+        source = (data_split, data_revision, columns) if given else (a_meta.get(k) for k in DATA_KEYS)
+        if isinstance(data, (str, Path)) and not Path(data).exists() and not is_hub_name(data):
+            how = "--data_file" if given else "the records' data file (meta data_file); pass --data_file"
+            raise UserError(f"{data}: data file not found ({how})")
+        labels.update(_labels_from_data(examples, list(dict.fromkeys(slice_by)), data, *source))
     if slices_file:
         for name, values in _labels_from_file(examples, Path(slices_file)).items():
             if name in labels:

@@ -5,4 +5,5 @@ from ..prepare import prepare_files
 from . import script
 
 make_parser, main = script(PrepOptions, "src/demo/data_prep.py", lambda o: prepare_files(
-    o.pair, o.i2i, o.i2b, o.out, o.tokenizer, o.truncate_mismatched, o.slice_by, o.data_file, o.slices))
+    o.pair, o.i2i, o.i2b, o.out, o.tokenizer, o.truncate_mismatched, o.slice_by, o.data_file, o.slices, o.data_split,
+    o.data_revision, o.columns, o.parquet))
