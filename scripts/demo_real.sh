@@ -32,7 +32,7 @@ prepared=saved_logits/prepared/just_eval+$pair.pkl
 
 # The code data_prep and the pages are made by: a step is redone when it changed.
 pkg=src/aligntds
-prep_code="$pkg/prepare.py $pkg/join.py $pkg/slices.py $pkg/summary.py $pkg/records.py $pkg/tokentext.py"
+prep_code="$pkg/data_prep.py $pkg/join.py $pkg/slices.py $pkg/summary.py $pkg/records.py $pkg/tokentext.py"
 page_code="$pkg/report.py $pkg/plots.py $pkg/summary.py $pkg/records.py $pkg/tokentext.py $(echo $pkg/templates/*)"
 
 fresh() {  # fresh OUT IN...: OUT exists and is newer than every IN

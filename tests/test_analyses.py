@@ -28,8 +28,8 @@ from aligntds.cli.data_prep import main as data_prep
 from aligntds.cli.generate_html import main as generate_html
 from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.cli.merge_logits import main as merge_logits
+from aligntds.data_prep import load_prepared
 from aligntds.metrics import SHIFTED, shift_class
-from aligntds.prepare import load_prepared
 from aligntds.prompts import ChatEncoder
 from aligntds.store import load_records, save_records
 from aligntds.summary import Positions, block, format_summary, summarize

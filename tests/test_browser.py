@@ -20,7 +20,7 @@ from aligntds.cli.compare_pairs import main as compare_pairs
 from aligntds.cli.data_prep import main as data_prep
 from aligntds.cli.generate_html import main as generate_html
 from aligntds.cli.logit_analysis import main as logit_analysis
-from aligntds.prepare import load_prepared
+from aligntds.data_prep import load_prepared
 from aligntds.store import load_records
 from aligntds.summary import format_summary
 from aligntds.tiny import save_pair_member, tiny_model

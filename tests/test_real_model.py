@@ -26,8 +26,8 @@ from aligntds.cli.generate_outputs import main as generate
 from aligntds.cli.get_smollm2 import main as get_smollm2_cli
 from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.cli.merge_logits import main as merge_logits
+from aligntds.data_prep import load_prepared
 from aligntds.errors import UserError
-from aligntds.prepare import load_prepared
 from aligntds.smollm2 import EOS_TOKEN, N_PARAMETERS, VOCAB_SIZE, cached_model, check_saved, get_smollm2, read_stamp
 from aligntds.store import load_records
 from aligntds.tokentext import WHITESPACE

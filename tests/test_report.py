@@ -18,8 +18,8 @@ from aligntds.cli.generate_html import main as generate_html
 from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.compare import token_overlap
 from aligntds.data import REFERENCE_TEMPLATE
+from aligntds.data_prep import load_prepared
 from aligntds.metrics import shift_class, topk_metrics
-from aligntds.prepare import load_prepared
 from aligntds.records import make_record
 from aligntds.scoring import Request
 from aligntds.store import load_records, save_records

@@ -275,7 +275,7 @@ def test_each_prefix_reads_as_its_model_read_it(tmp_path, sp_pair, llama2_data, 
     ends in it; the reference's base template ends in ``` and the base model read "``` Thank": each side's prefix on the
     example page is its prompt, its boundary and the spans, and reads as the model's ids decode after its prompt."""
     from aligntds.cli.data_prep import main as data_prep
-    from aligntds.prepare import load_prepared
+    from aligntds.data_prep import load_prepared
     from aligntds.report import page_data
 
     tok = AutoTokenizer.from_pretrained(sp_tokenizers[("v1", False)])

@@ -20,16 +20,13 @@ and from Python (`import aligntds` is light: torch, pandas and the models load w
 
 `score` runs the code of `src/logit_analysis.py` (`aligntds.analysis.run`, on the options a command line would give,
 into a temporary folder) and returns the records it writes, read back through the same loader; `prepare` runs
-data_prep's (`aligntds.prepare.prepare`); `Prepared` is `aligntds.frames`'. The submodule `aligntds.prepare` (data_prep's
-code) is imported as `from aligntds.prepare import ...`; the package's attribute `prepare` is the function below.
+data_prep's (`aligntds.data_prep.prepare`); `Prepared` is `aligntds.frames`'.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import tempfile
-import types
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,8 +126,8 @@ def prepare(i2i, i2b=None, *, slice_by=(), data=None, slices: str | None = None,
     examples or answers, a mode that is not i2i + i2b or pair), non-finite values, or slice data that is missing or
     does not match the records.
     """
+    from .data_prep import prepare as prepare_data
     from .frames import Prepared
-    from .prepare import prepare as prepare_data
 
     if isinstance(slice_by, str):
         raise UserError(f"slice_by must be a list of fields, e.g. [{slice_by!r}]")
@@ -144,16 +141,3 @@ def __getattr__(name: str):
 
         return Prepared
     raise AttributeError(f"module 'aligntds' has no attribute {name!r}")
-
-
-class _Package(types.ModuleType):
-    """The package module: importing the submodule `aligntds.prepare` (data_prep's code) would bind it to the package's
-    name `prepare`, over the API function; that binding is skipped (the submodule stays in sys.modules)."""
-
-    def __setattr__(self, name: str, value):
-        if name == "prepare" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

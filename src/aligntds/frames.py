@@ -7,7 +7,7 @@
     prepared.summary()                        # what summary.json holds
     prepared.to_parquet("tables/")            # tables/positions.parquet and tables/examples.parquet
 
-`Prepared` wraps the prepared data of data_prep (`aligntds.prepare.prepare`: the same function, the same numbers as
+`Prepared` wraps the prepared data of data_prep (`aligntds.data_prep.prepare`: the same function, the same numbers as
 `summary.json` and the pages); the tables are its arrays, one column per array, nothing recomputed. The Parquet files
 carry the run's provenance (the summary's `provenance`: models, revisions, dtype, template, top_k, tokenization,
 package version and git commit of each side) in their file metadata, under the key `aligntds` (JSON).
@@ -55,7 +55,7 @@ class Prepared:
     """The prepared data of a pair, as tables: `positions()`, `examples()`, `summary()`, `to_parquet(folder)`.
 
     Made by `aligntds.prepare` (records in memory or files) or `data_prep --parquet`. `data` is the prepared data
-    itself (the dict `aligntds.prepare.prepare` returns; its module docstring lists every field).
+    itself (the dict `aligntds.data_prep.prepare` returns; its module docstring lists every field).
     """
 
     def __init__(self, data: dict, summary: dict | None = None):

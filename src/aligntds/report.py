@@ -22,9 +22,9 @@ from markupsafe import Markup, escape
 
 from . import __version__
 from .data import REFERENCE_TEMPLATE
+from .data_prep import default_output, load_prepared
 from .errors import UserError
 from .metrics import ALIGNED_ONLY, MARGINAL, SHIFTED, UNSHIFTED
-from .prepare import default_output, load_prepared
 from .slices import id_key
 from .store import atomic_write_bytes
 from .summary import summarize, write_summary

@@ -2,7 +2,7 @@
 entropy and forking tokens, spikes, the most shifted examples, and the same numbers per slice.
 
     from aligntds.summary import summarize, format_summary
-    summary = summarize(prepared)      # prepared: aligntds.prepare.prepare(...)
+    summary = summarize(prepared)      # prepared: aligntds.data_prep.prepare(...)
     print(format_summary(summary))
 
 A position's token is the aligned model's top-1 there (the token the paper classes). In `by_position`,

@@ -1,7 +1,7 @@
 """`src/demo/data_prep.py PAIR I2I_PKL [I2B_PKL]` (the reference's positional form): `aligntds.options.PrepOptions`."""
 
+from ..data_prep import prepare_files
 from ..options import PrepOptions
-from ..prepare import prepare_files
 from . import script
 
 make_parser, main = script(PrepOptions, "src/demo/data_prep.py", lambda o: prepare_files(

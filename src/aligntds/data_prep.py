@@ -5,7 +5,7 @@ exact divergences) and `aligntds.reference_pickles` (the reference implementatio
 come from `aligntds.slices`. Writes the prepared data (a record file), the corpus summary (`summary.json`) and the
 per-position curves (CSV), and prints the summary.
 
-    from aligntds.prepare import prepare_files
+    from aligntds.data_prep import prepare_files
     prepare_files("llama2_tp", "saved_logits/.../llama2-i2i.pkl", "saved_logits/.../llama2-i2b.pkl",
                   slice_by=["category"])   # labels from the data file the records were made from
 
