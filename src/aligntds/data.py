@@ -76,6 +76,26 @@ def check_text(items: list, path: Path) -> None:
             raise UserError(f"{path}: example {i} (id={shown}): field '{field}' {what}: fix the file's encoding")
 
 
+def read_objects(path, split: str | None, revision: str | None, columns: str | None, what: str) -> tuple[str, list[dict]]:
+    """(the source's name for messages, its items): a non-empty list of objects read by `aligntds.sources.read_items`.
+
+    what: what the items are, for the message ("examples", "instructions"). Raises `UserError` naming the source for
+    one that is not a list or is empty, and the example for an item that is not an object.
+    """
+    from .sources import read_items, source_name
+
+    items = read_items(path, split, revision, columns)
+    name = source_name(path)
+    if not isinstance(items, list):
+        raise UserError(f"{name}: expected a JSON list of {what} (or JSONL), found {json_kind(items)}")
+    if not items:
+        raise UserError(f"{name}: holds no examples")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise UserError(f"{name}: example {i} is {json_kind(item)}, not an object")
+    return name, items
+
+
 def json_kind(value) -> str:
     """What a parsed JSON value is, as an error message says it: "an object", "a list", "a number", "a string",
     "a boolean", "null"."""
@@ -185,18 +205,9 @@ def load_examples(path, fields: Iterable[str] = (), split: str | None = None, re
     example for a missing file, invalid JSON, a file that is not a list of examples or holds none, an example that is
     not an object, or a missing or mistyped field.
     """
-    from .sources import read_items, source_name
-
-    items = read_items(path, split, revision, columns)
-    path = source_name(path)
-    if not isinstance(items, list):
-        raise UserError(f"{path}: expected a JSON list of examples (or JSONL), found {json_kind(items)}")
-    if not items:
-        raise UserError(f"{path}: holds no examples")
+    path, items = read_objects(path, split, revision, columns, "examples")
     for i, item in enumerate(items):
         where = f"{path}: example {i}"
-        if not isinstance(item, dict):
-            raise UserError(f"{where} is {json_kind(item)}, not an object")
         for field in ("id", "output", *fields):
             if field not in item:
                 raise UserError(f"{where} (id={item.get('id', '?')}) has no field '{field}'")

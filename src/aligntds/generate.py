@@ -40,14 +40,13 @@ from pathlib import Path
 import torch
 
 from . import adapters, models
-from .data import data_fingerprint, data_slice, json_kind
+from .data import data_fingerprint, data_slice, read_objects
 from .distributed import Rank, current_rank, device_for, part_of, select_device
 from .errors import UserError
 from .merge import check_tiling
 from .options import GenOptions
 from .prompts import ChatEncoder
 from .records import settings_difference
-from .sources import read_items, source_name
 from .store import atomic_write_bytes, ensure_writable_folder, find_parts, part_path
 
 log = logging.getLogger("aligntds")
@@ -65,17 +64,10 @@ def load_instructions(path, split: str | None = None, revision: str | None = Non
 
     Returns copies with `pure_input` set; `id` defaults to the example's position in the file.
     """
-    items = read_items(path, split, revision, columns)
-    path = source_name(path)
-    if not isinstance(items, list):
-        raise UserError(f"{path}: expected a JSON list of instructions (or JSONL), found {json_kind(items)}")
-    if not items:
-        raise UserError(f"{path}: holds no examples")
+    path, items = read_objects(path, split, revision, columns, "instructions")
     out = []
     for i, item in enumerate(items):
         where = f"{path}: example {i}"
-        if not isinstance(item, dict):
-            raise UserError(f"{where} is {json_kind(item)}, not an object")
         field = next((f for f in QUERY_FIELDS if f in item), None)
         if field is None:
             raise UserError(f"{where} (id={item.get('id', i)}) has no field 'pure_input' or 'instruction'")
