@@ -5,7 +5,6 @@ with the run's provenance in their metadata (pandas and pyarrow; polars and Duck
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -82,6 +81,26 @@ def test_score_takes_rows_in_memory_and_a_path_to_the_i2i_records(api, labelled,
         aligntds.score([rows[0], {"id": 1, "input": "x"}], aligned=str(pair_llama["aligned"]))
     with pytest.raises(TypeError, match="unknown options temperature"):
         aligntds.score(rows, aligned=str(pair_llama["aligned"]), temperature=1.0)
+
+
+def test_score_takes_a_dataframe_and_columns_as_a_dict(api, labelled, pair_llama):
+    renamed = pd.DataFrame(json.loads(labelled.read_text())).rename(columns={"input": "prompt", "output": "answers"})
+    records = aligntds.score(renamed, aligned=str(pair_llama["aligned"]), mode="i2i", end=3,
+                             columns={"prompt": "input", "answers": "output"})
+    assert [r["id"] for r in records] == [r["id"] for r in api["i2i"][:3]] and records[0]["meta"]["data_file"] is None
+    for mine, theirs in zip(records, api["i2i"][:3]):
+        assert np.array_equal(mine["response_ids"], theirs["response_ids"])
+        assert np.array_equal(mine["topk_logprobs"], theirs["topk_logprobs"])
+    with pytest.raises(UserError, match=r"'input;answers=output' \(in 'prompt=input;answers=output'\) is not a field name"):
+        aligntds.score(renamed, aligned=str(pair_llama["aligned"]), columns="prompt=input;answers=output")
+
+
+def test_score_errors_name_the_arguments(api, labelled, pair_llama):
+    with pytest.raises(UserError, match=r"score\(mode='i2b'\) needs i2i="):
+        aligntds.score(labelled, base=str(pair_llama["base"]), mode="i2b")
+    with pytest.raises(UserError) as error:  # i2b records given as i2i: named as the argument, not a temporary file
+        aligntds.score(labelled, base=str(pair_llama["base"]), mode="i2b", i2i=api["i2b"])
+    assert str(error.value).startswith("i2i= (the records given): holds i2b records, expected i2i")
 
 
 def test_positions_one_row_per_position_with_the_records_values(api):
@@ -164,6 +183,9 @@ def test_pair_records_give_the_exact_kl(tmp_path, labelled, pair_llama):
     alone = r"i2i=\[records\] holds --mode pair records \(both models\): give it alone, without i2b=\[records\]"
     with pytest.raises(UserError, match=alone):
         aligntds.prepare(records, records)
+    i2i = aligntds.score(labelled, aligned=str(pair_llama["aligned"]), mode="i2i", end=2)
+    with pytest.raises(UserError, match=r"i2b=\[records\] holds --mode pair records \(both models\): give it alone"):
+        aligntds.prepare(i2i, records[:2])
 
 
 def test_parquet_round_trips_with_the_provenance(api, scripts, tmp_path):
@@ -184,16 +206,22 @@ def test_parquet_round_trips_with_the_provenance(api, scripts, tmp_path):
         pd.testing.assert_frame_equal(pd.read_parquet(scripts["tables"] / name), pd.read_parquet(tmp_path / "tables" / name))
     assert read_metadata(scripts["tables"] / "positions.parquet")["provenance"] == meta["provenance"]
     shifted = int((prepared.positions()["class"] == "shifted").sum())
-    if importlib.util.find_spec("polars"):  # read as any Parquet file is, when installed (not a dependency)
-        import polars as pl
+    # polars and DuckDB read them as any Parquet file (test tools, not dependencies: requirements-dev.txt)
+    import duckdb
+    import polars as pl
 
-        frame = pl.read_parquet(positions)
-        assert frame.height == table.num_rows and frame.filter(pl.col("class") == "shifted").height == shifted
-    if importlib.util.find_spec("duckdb"):
-        import duckdb
-
-        query = f"select count(*) from read_parquet('{positions}') where class = 'shifted'"
-        assert duckdb.sql(query).fetchone()[0] == shifted
+    frame = pl.read_parquet(positions)
+    assert frame.height == table.num_rows and frame.filter(pl.col("class") == "shifted").height == shifted
+    assert frame["aligned_rank"].to_list() == prepared.positions()["aligned_rank"].tolist()
+    query = f"select count(*), sum(\"kl@10\") from read_parquet('{positions}') where class = 'shifted'"
+    (count, kl_sum), = duckdb.sql(query).fetchall()
+    assert count == shifted
+    assert kl_sum == pytest.approx(prepared.positions().query("`class` == 'shifted'")["kl@10"].sum(), rel=1e-5)
+    # the summary is a copy: editing it changes neither the next call nor the provenance written later
+    edited = prepared.summary()
+    edited["provenance"]["aligned"]["model"], edited["top_k"] = "edited", 999
+    prepared.to_parquet(tmp_path / "again")
+    assert read_metadata(tmp_path / "again" / "positions.parquet") == meta and prepared.summary() == summary
 
 
 def test_mixed_ids_are_written_as_strings(api, tmp_path):

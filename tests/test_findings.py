@@ -62,6 +62,14 @@ def test_findings_command(tmp_path, data_file, pair_llama, capsys):
     assert "style share of shifted" in capsys.readouterr().out
     assert findings([str(i2i), "--style", str(style)]) == 2
     one_error_line(capsys, "holds i2i records, expected i2b")
+    # a --mode pair file holds the same ranks of the aligned tokens under the base model: the same figures
+    assert logit_analysis([*common, "--mode", "pair", "--aligned_model", str(pair_llama["aligned"]), "--base_model",
+                           str(pair_llama["base"])]) == 0
+    capsys.readouterr()
+    assert findings([str(tmp_path / "t-pair.[0:7].pkl"), "--style", str(style), "--json"]) == 0
+    from_pair = json.loads(capsys.readouterr().out)
+    assert findings([str(i2b), "--style", str(style), "--json"]) == 0
+    assert from_pair == json.loads(capsys.readouterr().out) and from_pair["answers"] == 6
     style.write_text("{}")
     assert findings([str(i2b), "--style", str(style)]) == 2
     one_error_line(capsys, "style.json", "cannot read the style phrases")

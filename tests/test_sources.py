@@ -129,6 +129,8 @@ def test_generate_outputs_reads_a_saved_dataset(tmp_path):
     ("reference=pure_input,input=pure_input", ["--columns: columns 'reference' and 'input' both map onto the field "
                                                "'pure_input'"]),
     ("input=x,input=y", ["--columns: column 'input' is mapped twice"]),
+    ("input=prompt;output=answer", ["--columns: 'prompt;output=answer' (in 'input=prompt;output=answer') is not a field name",
+                                    "separate mappings with commas"]),
 ])
 def test_a_bad_column_mapping_is_one_line(columns, fragments, tmp_path, data_file, capsys):
     assert logit_analysis(["--data_file", str(data_file), "--columns", columns, "--logits_folder", str(tmp_path), "--mode",
@@ -167,6 +169,11 @@ def test_every_source_gets_the_checks_of_a_json_file(tmp_path, data_file, capsys
     (tmp_path / "bad.parquet").write_text("not parquet")
     with pytest.raises(UserError, match="bad.parquet: not a readable Parquet file"):
         load_examples(tmp_path / "bad.parquet")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("a line\n")  # load_dataset would read it as a table of lines
+    with pytest.raises(UserError, match=r"notes: a folder that is no dataset: neither save_to_disk's \(state.json, "
+                                        r"dataset_dict.json\) nor data files \(.json, .jsonl, .parquet"):
+        load_examples(tmp_path / "notes")
 
 
 def test_without_the_datasets_extra_a_folder_is_one_line(tmp_path, monkeypatch, data_file):

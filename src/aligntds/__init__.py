@@ -42,7 +42,7 @@ API_PAIR = "api"  # the run's name in the shard name and the progress bar, when 
 
 
 def _data_file(data) -> tuple[str | None, object]:
-    """(data_file, rows): a path or hub name goes to --data_file, rows in memory (a list, a datasets.Dataset) as rows."""
+    """(data_file, rows): a path or hub name goes to --data_file, rows in memory (a list, a DataFrame, a Dataset) as rows."""
     if isinstance(data, (str, Path)):
         return str(data), None
     return None, data
@@ -51,11 +51,12 @@ def _data_file(data) -> tuple[str | None, object]:
 def score(data, *, mode: str = "i2i", aligned: str | None = None, base: str | None = None, pair: str | None = None,
           i2i=None, top_k: int = 30, enable_template: bool = False, base_template: str | None = None,
           dtype: str = "auto", device: str | None = None, tokenization: str = "chat", start: int = 0, end: int | None = None,
-          split: str | None = None, revision: str | None = None, columns: str | None = None, **options) -> list[dict]:
+          split: str | None = None, revision: str | None = None, columns: str | dict | None = None, **options) -> list[dict]:
     """Score the aligned model's answers in `data`: `logit_analysis.py`'s records, one dict per example in data order.
 
-    data: a data file or hub dataset (a path or `org/name`, read as `--data_file` with `split`, `revision`, `columns`),
-        or the examples in memory (a list of dicts, a `datasets.Dataset`), checked as a file's are: each
+    data: a data file or hub dataset (a path or `org/name`, read as `--data_file` with `split`, `revision`, `columns`:
+        `SOURCE=FIELD,...` or a dict {column: field}),
+        or the examples in memory (a list of dicts, a `pandas.DataFrame`, a `datasets.Dataset`), checked as a file's are: each
         `{"id", "pure_input", "input", "output": [answer], ...}` (`output_ids` optional).
     mode: "i2i" (the aligned model on its chat prompt `input`), "i2b" (the base model on the bare query `pure_input`,
         scoring the i2i records' answer ids: give `i2i`) or "pair" (both models, exact KL/JS/TV).
@@ -76,13 +77,18 @@ def score(data, *, mode: str = "i2i", aligned: str | None = None, base: str | No
     if pair is None and (base if mode == "i2b" else aligned) is None:
         side = "base" if mode == "i2b" else "aligned"
         raise UserError(f"score(mode={mode!r}) needs {side}= (the {side} model: hub id, folder or adapter) or pair= (a preset)")
+    if mode == "i2b" and i2i is None:
+        raise UserError("score(mode='i2b') needs i2i= (the i2i records of the same data: the list score(mode='i2i') "
+                        "returned, or their file)")
     data_file, rows = _data_file(data)
     with tempfile.TemporaryDirectory(prefix="aligntds-score-") as tmp:
+        given = None  # the records given as i2i=, written to a file for the script's code
         if isinstance(i2i, list):
             from .store import save_records
 
-            save_records(Path(tmp) / "i2i.pkl", i2i)
-            i2i = Path(tmp) / "i2i.pkl"
+            given = str(Path(tmp) / "i2i.pkl")
+            save_records(given, i2i)
+            i2i = given
         opts = ScoreOptions(data_file=data_file, logits_folder=str(Path(tmp) / "shards"), pair=pair or API_PAIR, mode=mode,
                             start=start, end=end, top_k=top_k, enable_template=enable_template, base_template=base_template,
                             i2i_pkl_file=None if i2i is None else str(i2i), aligned_model=aligned, base_model=base,
@@ -92,7 +98,12 @@ def score(data, *, mode: str = "i2i", aligned: str | None = None, base: str | No
         from .distributed import Rank
         from .store import load_records
 
-        shard = run(opts, Rank(), rows)  # one process: this call scores all of [start, end)
+        try:
+            shard = run(opts, Rank(), rows)  # one process: this call scores all of [start, end)
+        except UserError as e:
+            if given is None:
+                raise
+            raise UserError(str(e).replace(given, "i2i= (the records given)")) from None  # not the temporary file
         return [] if shard is None else load_records(shard)
 
 
@@ -109,7 +120,7 @@ def _flags(options: dict) -> dict:
 
 def prepare(i2i, i2b=None, *, slice_by=(), data=None, slices: str | None = None, tokenizer: str | None = None,
             pair: str = API_PAIR, truncate_mismatched: bool = False, split: str | None = None, revision: str | None = None,
-            columns: str | None = None) -> Prepared:
+            columns: str | dict | None = None) -> Prepared:
     """data_prep on records: join, class every position, compute the metrics and the summary; as tables.
 
     i2i: the i2i records (the list `score` returned, or a record file), or the records of one `mode="pair"` run

@@ -76,7 +76,7 @@ def check_text(items: list, path: Path) -> None:
             raise UserError(f"{path}: example {i} (id={shown}): field '{field}' {what}: fix the file's encoding")
 
 
-def read_objects(path, split: str | None, revision: str | None, columns: str | None, what: str) -> tuple[str, list[dict]]:
+def read_objects(path, split: str | None, revision: str | None, columns: str | dict | None, what: str) -> tuple[str, list[dict]]:
     """(the source's name for messages, its items): a non-empty list of objects read by `aligntds.sources.read_items`.
 
     what: what the items are, for the message ("examples", "instructions"). Raises `UserError` naming the source for
@@ -197,7 +197,7 @@ def answer_of(item: dict) -> str:
 
 
 def load_examples(path, fields: Iterable[str] = (), split: str | None = None, revision: str | None = None,
-                  columns: str | None = None) -> list[dict]:
+                  columns: str | dict | None = None) -> list[dict]:
     """Load and check a data file; `fields` are the prompt fields this run needs besides `id` and `output`.
 
     `path`: any source `aligntds.sources.read_items` reads (JSON/JSONL, Parquet, a datasets folder or hub name with

@@ -15,6 +15,7 @@ package version and git commit of each side) in their file metadata, under the k
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -69,7 +70,11 @@ class Prepared:
 
     def summary(self) -> dict:
         """The corpus summary: exactly what data_prep writes to summary.json (`aligntds.summary.summarize`; plain JSON
-        types: class counts and ratios, token tables, shift by position, entropy, spikes, slices, provenance)."""
+        types: class counts and ratios, token tables, shift by position, entropy, spikes, slices, provenance); a copy,
+        so that editing it changes neither a later call's nor the provenance `to_parquet` writes."""
+        return copy.deepcopy(self._computed_summary())
+
+    def _computed_summary(self) -> dict:
         if self._summary is None:
             self._summary = summarize(self.data)
         return self._summary
@@ -223,7 +228,7 @@ class Prepared:
         `written_by` (the package version and git commit that wrote the tables)."""
         from .records import git_revision
 
-        s = self.summary()
+        s = self._computed_summary()
         return {"format": PARQUET_FORMAT, "pair": s["pair"], "source": s["source"], "kl": s["kl"], "top_k": s["top_k"],
                 "slice_fields": list(self.data.get("slice_fields", [])), "models": s["models"], "provenance": s["provenance"],
                 "written_by": {"version": __version__, "git": git_revision()}}

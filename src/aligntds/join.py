@@ -185,6 +185,8 @@ def load_joined(i2i_path, i2b_path, truncate_mismatched: bool = False) -> Joined
         return JoinedRun(examples, "reference", strings, {"source": "reference"}, {"source": "reference"}, cut)
     if kind != "i2i":
         raise UserError(f"{i2i_path}: holds {kind} records, expected i2i")
+    if _kind(b_recs, i2b_path) == "pair":
+        raise UserError(f"{i2b_path} holds --mode pair records (both models): give it alone, without {i2i_path}")
     check_records(a_recs, i2i_path, "i2i")
     check_records(b_recs, i2b_path, "i2b")
     return JoinedRun(_join_ours(a_recs, b_recs, i2i_path, i2b_path), "aligntds", None, a_recs[0]["meta"], b_recs[0]["meta"])

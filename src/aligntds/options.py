@@ -183,10 +183,10 @@ class GenOptions(Flags):
 
 @dataclass(kw_only=True)
 class FindingsOptions(Flags):
-    """Summarize a merged i2b file: unshifted/marginal/shifted ratios, the share of shifted positions on planted
+    """Summarize a merged i2b (or --mode pair) file: unshifted/marginal/shifted ratios, the share of shifted positions on planted
     style phrases, content positions left unshifted, and how much earlier in the answers the shifts are."""
 
-    i2b_file: str = flag("merged i2b records, e.g. saved_logits/just_eval/demo_tp/demo-i2b.pkl", metavar="I2B_PKL",
+    i2b_file: str = flag("merged i2b (or pair) records, e.g. saved_logits/just_eval/demo_tp/demo-i2b.pkl", metavar="I2B_PKL",
                          positional=True)
     style: str = flag("JSON with a 'phrases' list: the planted style; '' for none", str(DEMO_DIR / "style.json"))
     tokenizer: str | None = flag("tokenizer folder or hub id (default: the model recorded in the records)", None)

@@ -53,8 +53,9 @@ def environment():
 
 
 TRUNCATED_KL_NOTE = ("KL@k is the reference's: Σ p_b log(p_b / p_a) over only the tokens both top-k lists share (probabilities "
-                     "renormalized over each side's stored top-k), so it is not a divergence: it can be slightly negative "
-                     "(as -0.0001), and it is 0 where the lists share no token.")
+                     "renormalized over each side's stored top-k), so it is not a divergence: it can be negative "
+                     "(by tenths of a nat where the shared tokens are likelier under the aligned model), and it is 0 "
+                     "where the lists share no token.")
 
 
 def percent(share: float | None) -> str:

@@ -9,7 +9,8 @@
   folder laid out as a hub dataset repository (data files, no save_to_disk state), through one call,
   `datasets.load_dataset(name, split=--data_split, revision=--data_revision)`.
 
-The Python API also takes rows in memory: a list of dicts, or a `datasets.Dataset`. Reading folders and hub datasets
+The Python API also takes rows in memory: a list of dicts, a `pandas.DataFrame` or a `datasets.Dataset`, and `columns`
+as a dict {column: field} too. Reading folders and hub datasets
 needs the optional extra `aligntds[datasets]`; JSON and Parquet do not.
 
 A table's rows (Parquet, datasets) are made plain JSON values (what a JSON file of them would hold: lists, strings,
@@ -39,6 +40,9 @@ log = logging.getLogger("aligntds")
 # A hub dataset's name: `org/name` (letters, digits, `-`, `_`, `.`), and no file suffix of ours.
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
+# The data files a folder laid out as a hub dataset holds (what datasets.load_dataset reads as data, text left out: a
+# folder of .txt files would be read line by line, which is no data file of examples).
+DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".tsv", ".arrow")
 # just-eval-instruct's query column, read as `pure_input` when a table has no `pure_input` and no --columns is given.
 DEFAULT_COLUMNS = "instruction=pure_input"
 
@@ -50,7 +54,12 @@ def is_hub_name(name) -> bool:
 
 
 def _in_memory(data) -> bool:
-    return isinstance(data, list) or _is_dataset(data)
+    return isinstance(data, list) or _is_dataset(data) or _is_frame(data)
+
+
+def _is_frame(data) -> bool:
+    """A `pandas.DataFrame` (checked by name, as datasets' tables are)."""
+    return type(data).__module__.split(".")[0] == "pandas" and type(data).__name__ == "DataFrame"
 
 
 def _is_dataset(data) -> bool:
@@ -64,10 +73,12 @@ def source_name(data) -> str:
 
 
 def _kind(data) -> str:
-    """"rows" (a list in memory), "dataset" (in memory), "parquet", "disk" (a save_to_disk folder), "hub" (a hub name,
-    or a local folder laid out as a hub dataset) or "json"."""
+    """"rows" (a list in memory), "frame" (a DataFrame), "dataset" (in memory), "parquet", "disk" (a save_to_disk
+    folder), "hub" (a hub name, or a local folder laid out as a hub dataset) or "json"."""
     if isinstance(data, list):
         return "rows"
+    if _is_frame(data):
+        return "frame"
     if _is_dataset(data):
         return "dataset"
     path = Path(data)
@@ -78,14 +89,28 @@ def _kind(data) -> str:
     return "hub" if is_hub_name(data) else "json"
 
 
-def parse_columns(spec: str, where: str = "--columns") -> dict[str, str]:
-    """{source column: field} of a `--columns` spec `a=b,c=d`; a one-line `UserError` for a malformed spec, a column named
-    twice or two columns onto one field."""
+# A field name a column may be mapped onto (a JSON key the pipeline or a slice reads): letters, digits, `_`, `.`, `-`.
+_FIELD = re.compile(r"^[\w.-]+$")
+
+
+def parse_columns(spec: str | dict, where: str = "--columns") -> dict[str, str]:
+    """{source column: field} of a `--columns` spec `a=b,c=d` (or of a dict {source: field}, the API's form); a one-line
+    `UserError` for a malformed spec, a field that is no field name (`a=b;c=d`), a column named twice or two columns
+    onto one field."""
+    if isinstance(spec, dict):
+        pairs = [(str(k).strip(), str(v).strip(), f"{k}={v}") for k, v in spec.items()]
+    elif isinstance(spec, str):
+        pairs = [(*(x.strip() for x in part.partition("=")[::2]), part.strip()) if "=" in part else ("", "", part.strip())
+                 for part in spec.split(",")]
+    else:
+        raise UserError(f"{where}: expected SOURCE=FIELD,... or a dict {{column: field}}, got {type(spec).__name__}")
     mapping: dict[str, str] = {}
-    for part in spec.split(","):
-        source, eq, field = (x.strip() for x in part.partition("="))
-        if not eq or not source or not field:
-            raise UserError(f"{where}: {part.strip()!r} is not SOURCE=FIELD (e.g. instruction=pure_input,output=output)")
+    for source, field, part in pairs:
+        if not source or not field:
+            raise UserError(f"{where}: {part!r} is not SOURCE=FIELD (e.g. instruction=pure_input,output=output)")
+        if not _FIELD.match(field):
+            raise UserError(f"{where}: {field!r} (in {part!r}) is not a field name (letters, digits, _ . -); "
+                            "separate mappings with commas: instruction=pure_input,output=output")
         if source in mapping:
             raise UserError(f"{where}: column {source!r} is mapped twice")
         onto = next((s for s, f in mapping.items() if f == field), None)
@@ -177,16 +202,20 @@ def _read_table(data, kind: str, split: str | None, revision: str | None) -> tup
             raise UserError(f"{name}: not a readable save_to_disk folder ({type(e).__name__}: {e})") from None
         table = _one_split(table, name, split)
     else:
+        if Path(data).is_dir() and not any(set(p.suffixes) & set(DATA_SUFFIXES) for p in Path(data).rglob("*") if p.is_file()):
+            raise UserError(f"{name}: a folder that is no dataset: neither save_to_disk's (state.json, "
+                            f"dataset_dict.json) nor data files ({', '.join(DATA_SUFFIXES)})")
         table = _load_dataset(str(data), split, revision)
     if type(table).__name__ == "IterableDataset":
         raise UserError(f"{name}: an IterableDataset (streaming) cannot be read here; load it without streaming=True")
     return table.to_list(), list(table.column_names)
 
 
-def read_items(data, split: str | None = None, revision: str | None = None, columns: str | None = None) -> list | object:
+def read_items(data, split: str | None = None, revision: str | None = None, columns: str | dict | None = None) -> list | object:
     """The examples of a source (see the module docstring), as plain dicts, columns mapped, checked with `check_text`.
 
-    data: a path or hub name (str or Path), or rows in memory (a list of dicts, a `datasets.Dataset`/`DatasetDict`).
+    data: a path or hub name (str or Path), or rows in memory (a list of dicts, a `pandas.DataFrame`, a
+    `datasets.Dataset`/`DatasetDict`). columns: `SOURCE=FIELD,...` or a dict {column: field}.
     A JSON file is returned as `read_json_items` reads it (a list, or whatever else the JSON holds: the caller refuses
     it). Raises `UserError` (one line naming the source) for a missing file, an unreadable table, a missing split,
     a bad `--columns`, `datasets` not installed, or rows that are not valid text.
@@ -194,6 +223,10 @@ def read_items(data, split: str | None = None, revision: str | None = None, colu
     name, kind = source_name(data), _kind(data)
     if kind == "rows":
         rows, known = data, None
+    elif kind == "frame":
+        if split is not None:
+            raise UserError(f"{name}: a DataFrame has no splits: leave out split={split!r}")
+        rows, known = _plain(data.to_dict("records")), [str(c) for c in data.columns]
     elif kind == "json":
         if split is not None:
             raise UserError(f"{name}: a JSON file has no splits: leave out --data_split {split}")

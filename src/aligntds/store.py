@@ -110,6 +110,8 @@ def ensure_writable_folder(folder: str | os.PathLike) -> None:
     Called before long work, so that a wrong output path costs seconds, not the whole run.
     """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: is a file, not a folder: name a folder for the output")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -1,4 +1,4 @@
-"""`scripts/demo_findings.py I2B_PKL`: the findings of a merged i2b file, as text or JSON (`options.FindingsOptions`)."""
+"""`scripts/demo_findings.py I2B_PKL`: the findings of a merged i2b (or pair) file, as text or JSON (`FindingsOptions`)."""
 
 import json
 from pathlib import Path
@@ -31,7 +31,8 @@ def work(o: FindingsOptions) -> None:
     if not 0 < o.early < 1:
         raise UserError(f"--early must be between 0 and 1, got {o.early}")
     records = load_records(o.i2b_file)
-    check_records(records, o.i2b_file, "i2b")
+    meta = records[0].get("meta") if records and isinstance(records[0], dict) else None
+    check_records(records, o.i2b_file, "pair" if isinstance(meta, dict) and meta.get("mode") == "pair" else "i2b")
     if not records:
         raise UserError(f"{o.i2b_file}: holds no records")
     tok = load_tokenizer(o.tokenizer or records[0]["meta"]["model"])
