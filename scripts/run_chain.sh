@@ -86,6 +86,11 @@ for label in "${labels[@]}"; do  # a label names its stage's files: a repeated o
     seen[$label]=1
 done
 last=${labels[-1]}
+if [ -z "${BASE_MODEL:-}" ] && [ -n "${models[-1]}" ]; then  # only a preset knows its base: say so before any run
+    echo "error: the last stage ($last=${models[-1]}) is not a preset, so it names no base model: give it with" \
+        "BASE_MODEL=... scripts/run_chain.sh ..." >&2
+    exit 2
+fi
 
 pids=()
 wait_all() {  # wait for the background processes in pids; stop with status 1 if one failed

@@ -149,6 +149,18 @@ def test_base_weights_from_the_flag(tmp_path, data_file, pair_llama, lora, capsy
     one_error_line(capsys, str(moved), "names no base model", "--base_model")
 
 
+def test_an_adapter_goes_on_the_base_it_names_when_that_folder_is_here(tmp_path, data_file, pair_llama, lora, loads, caplog):
+    """A LoRA trained on one model (here the tiny base), compared with another (--base_model: the tiny aligned model):
+    the adapter stays on the weights it names, and the base side is the other model, loaded by itself."""
+    other = pair_llama["aligned"]
+    loads[:] = []
+    with caplog.at_level("WARNING", logger="aligntds"):
+        pair = run(data_file, tmp_path / "a", "pair", lora[0], other, "--enable_template")
+    assert f"the adapter {lora[0]} goes on the base it names, {pair_llama['base']}" in caplog.text and len(loads) == 2
+    assert pair[0]["meta"]["adapter"]["base"] == str(pair_llama["base"])
+    assert_same_scores(pair, run(data_file, tmp_path / "m", "pair", lora[1], other, "--enable_template"))
+
+
 def test_an_adapter_on_the_output_layer_is_merged(tmp_path, data_file, pair_llama, tok_bos, loads, capsys):
     """LoRA on lm_head too: the float32 copy of the output layer must include it. Unmerged, check_head refuses it."""
     adapter, merged = make_adapter(pair_llama["base"], tmp_path / "head", tok_bos, [*ALL_LINEAR, "lm_head"], seed=1)

@@ -28,6 +28,7 @@ from aligntds.cli.data_prep import main as data_prep
 from aligntds.cli.generate_html import main as generate_html
 from aligntds.cli.logit_analysis import main as logit_analysis
 from aligntds.cli.merge_logits import main as merge_logits
+from aligntds.compare import same_model
 from aligntds.data_prep import load_prepared
 from aligntds.metrics import SHIFTED, shift_class
 from aligntds.prompts import ChatEncoder
@@ -290,6 +291,10 @@ def test_slice_labels_from_the_data_file_and_a_labels_file(tmp_path, report, cap
     prep = load_prepared(tmp_path / "s.pkl")
     assert prep["slice_fields"] == ["category", "harm", "lang"] and prep["examples"][1]["slices"]["lang"] == "en"
     assert prep["examples"][0]["slices"]["harm"] == "null"
+    # --slices is repeatable: each file adds its fields (a second one replaced the first, silently, before)
+    assert data_prep([*run, "--slices", str(tmp_path / "source.json"), "--slices", str(tmp_path / "nested.json")]) == 0
+    prep = load_prepared(tmp_path / "s.pkl")
+    assert prep["slice_fields"] == ["source", "harm", "lang"] and prep["examples"][3]["slices"]["source"] == "7"
 
     def refused(args, *fragments):
         assert data_prep([*run, *args]) == 2
@@ -314,6 +319,8 @@ def test_slice_labels_from_the_data_file_and_a_labels_file(tmp_path, report, cap
     (tmp_path / "category.json").write_text(json.dumps({"0": "a"}))
     refused(["--slices", str(tmp_path / "category.json"), "--slice_by", "category", "--data_file", str(tmp_path / "data.json")],
             "field 'category' is also given by --slice_by")
+    refused(["--slices", str(tmp_path / "nested.json"), "--slices", str(tmp_path / "nested.json")],
+            "nested.json: field 'harm' is also given by " + str(tmp_path / "nested.json"))
     ref_a = reference_pickle(tmp_path / "ri.pkl", [2], lambda e, p: [7, 8, 9])
     ref_b = reference_pickle(tmp_path / "rb.pkl", [2], lambda e, p: [7, 8, 9])
     assert data_prep(["ref", str(ref_a), str(ref_b), "--out", str(tmp_path / "ref.pkl"), "--slice_by", "category"]) == 2
@@ -483,13 +490,15 @@ def chain(planted, tmp_path_factory):
 def test_chain_labels_must_differ(tmp_path, report, capsys):
     """A repeated stage label would make two stages share their files: refused before anything runs, by run_chain.sh and by
     compare_pairs --labels."""
-    for stages in (["a=m1", "b=m2", "a=m3"], ["=m1", "b=m2"]):
+    errors = {"a=m1": "error: the stage label 'a' is given twice", "=m1": "error: a stage has an empty label",
+              "s=m1": "error: the last stage (t=m2) is not a preset, so it names no base model: give it with BASE_MODEL="}
+    for stages in (["a=m1", "b=m2", "a=m3"], ["=m1", "b=m2"], ["s=m1", "t=m2"]):  # the last: no BASE_MODEL
+        env = {k: v for k, v in os.environ.items() if k != "BASE_MODEL"}
         done = subprocess.run(["bash", "scripts/run_chain.sh", "toy", str(tmp_path / "data.json"), *stages], cwd=REPO,
-                              env={**os.environ, "LOGITS_ROOT": str(tmp_path / "runs"), "PYTHON": "false"},
+                              env={**env, "LOGITS_ROOT": str(tmp_path / "runs"), "PYTHON": "false"},
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
-        assert done.stderr.startswith("error: the stage label 'a' is given twice" if stages[0] == "a=m1" else
-                                      "error: a stage has an empty label")
+        assert done.stderr.startswith(errors[stages[0]]), done.stderr
         assert not (tmp_path / "runs").exists()
     summary = str(report["html"] / "summary.json")
     for chain in ([], ["--chain"]):
@@ -549,6 +558,11 @@ def test_compare_chain_refuses_what_is_not_a_chain(tmp_path, report, capsys):
     one_error_line(capsys, "b.json", "another base", "share one base")
     assert compare_pairs(["--chain", str(tmp_path / "a.json"), str(tmp_path / "c.json")]) == 2
     one_error_line(capsys, "c.json", "3 examples", "same answers")
+    # one base folder written two ways (a preset's absolute path, a typed relative one) is one base
+    assert same_model("/home/me/project/models/demo/base", "models/demo/base")
+    assert same_model(str(tmp_path), os.path.relpath(tmp_path)) and same_model("org/base", "org/base")
+    assert not same_model("/home/me/project/models/demo/base", "models/demo/aligned")
+    assert not same_model("/x/base", "base") and not same_model("/a/models/base", "../models/base")
     # The same number of examples, other answers (another data file): refused, naming both summaries.
     prep = load_prepared(report["prepared"])
     prep["examples"][1]["answer_text"] += " And more."

@@ -75,6 +75,7 @@ def test_score_takes_rows_in_memory_and_a_path_to_the_i2i_records(api, labelled,
     i2b = aligntds.score(labelled, base=str(pair_llama["base"]), mode="i2b", i2i=tmp_path / "i2i.pkl", enable_template=True)
     assert_same_records(i2b, api["i2b"])
     assert aligntds.score(rows, aligned=str(pair_llama["aligned"]), mode="i2i", start=50, end=60) == []
+    assert aligntds.score(rows, aligned=str(pair_llama["aligned"]), mode="i2i", start=50) == []  # no --end: the same
     with pytest.raises(UserError, match="needs aligned="):
         aligntds.score(rows, mode="i2i")
     with pytest.raises(UserError, match=r"data: example 1 \(id=1\) has no field 'output'"):

@@ -56,7 +56,7 @@ BEFORE = {
         ("--tokenizer", "None", False, None, None, None, STORE, None),
         ("--slice_by", "[]", False, None, None, None, APPEND, "FIELD"),
         ("--data_file", "None", False, None, None, None, STORE, "FILE"),
-        ("--slices", "None", False, None, None, None, STORE, "FILE"),
+        ("--slices", "[]", False, None, None, None, APPEND, "FILE"),  # was STORE (one file; a second one replaced it)
         ("--truncate_mismatched", "False", False, 0, None, None, TRUE, None),
     ]),
     "generate_html": ("src/demo/generate_html.py", [

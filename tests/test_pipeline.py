@@ -56,7 +56,7 @@ def test_merge_refuses_gaps_and_overlaps(tmp_path, full_i2i, capsys):
 
     put(0, 3), put(4, 7)
     assert merge_logits([str(tmp_path), "t", "i2i"]) == 2
-    one_error_line(capsys, "gap", "[3:4]", "t-i2i.[4:7].pkl")
+    one_error_line(capsys, f"{shards}: gap", "[3:4]", "t-i2i.[4:7].pkl")
     put(2, 4)
     assert merge_logits([str(tmp_path), "t", "i2i"]) == 2
     one_error_line(capsys, "overlap", "t-i2i.[2:4].pkl")
@@ -64,7 +64,7 @@ def test_merge_refuses_gaps_and_overlaps(tmp_path, full_i2i, capsys):
     put(3, 4)
     (shards / "t-i2i.[4:7].pkl").unlink()
     assert merge_logits([str(tmp_path), "t", "i2i"]) == 2
-    one_error_line(capsys, "gap", "[4:7]", "7 examples")
+    one_error_line(capsys, f"{shards}: gap", "[4:7]", "7 examples")
     (shards / "t-i2i.[0:3].pkl").unlink()
     put(4, 7)
     assert merge_logits([str(tmp_path), "t", "i2i"]) == 2

@@ -385,6 +385,8 @@ def test_pair_records_give_exact_divergences(tmp_path, report, pair_llama):
     page = (tmp_path / "h" / "1.html").read_text()
     assert '"kl_base_aligned"' in page and "KL(base" in (tmp_path / "h" / "summary.html").read_text()
     assert 'id="kl-note"' not in (tmp_path / "h" / "summary.html").read_text()  # the exact KL is a divergence
+    for name in ("summary.html", "index.html"):  # and the pages say which one
+        assert "exact: KL(P_base ‖ P_aligned) over the whole vocabulary, in nats" in (tmp_path / "h" / name).read_text()
     for name in ("summary.html", "index.html"):  # KL@10 can be negative: said where it is shown
         assert "it can be negative" in (report["html"] / name).read_text().split('id="kl-note">')[1].split("</span>")[0]
     assert data_prep(["r", str(pair_file), str(report["root"] / "i2b/r-i2b.pkl"), "--out", str(tmp_path / "q.pkl")]) == 2

@@ -102,3 +102,17 @@ def test_minus_infinity_only_where_the_schema_allows_it(written):
         check_records([missing], "p.pkl", "pair")
     older = {k: v for k, v in rec.items() if k != "aligned_only"}  # optional: files written before it lack it
     check_records([older], "p.pkl", "pair")
+
+
+def test_ranks_are_0_based_or_minus_1(written):
+    rec = written["pair"][1]
+    ranks = [k.name for k in keys_of("pair") if k.name.endswith("rank")]
+    assert sorted(ranks) == ["aligned_rank", "base_token_rank", "token_rank"]
+    for name in ranks:
+        edited = copy.deepcopy(rec)
+        edited[name][1] = -1  # a token the model does not have
+        check_records([edited], "p.pkl", "pair")
+        edited[name][1] = -5
+        with pytest.raises(UserError, match=f"p.pkl: record 0 \\(id=1\\): {name} holds -5 at answer position 1: a rank is "
+                                            "0-based, or -1"):
+            check_records([edited], "p.pkl", "pair")

@@ -118,7 +118,7 @@ def _flags(options: dict) -> dict:
     return options
 
 
-def prepare(i2i, i2b=None, *, slice_by=(), data=None, slices: str | None = None, tokenizer: str | None = None,
+def prepare(i2i, i2b=None, *, slice_by=(), data=None, slices: str | list[str] | None = None, tokenizer: str | None = None,
             pair: str = API_PAIR, truncate_mismatched: bool = False, split: str | None = None, revision: str | None = None,
             columns: str | dict | None = None) -> Prepared:
     """data_prep on records: join, class every position, compute the metrics and the summary; as tables.
@@ -128,7 +128,7 @@ def prepare(i2i, i2b=None, *, slice_by=(), data=None, slices: str | None = None,
         pair records.
     slice_by: fields of each example to give every number per label of (e.g. ["category"]), read from `data` (a path,
         hub name with `split`/`revision`/`columns`, or the examples in memory), else from the data file the records
-        name (rows scored in memory name none: give `data`). slices: a JSON labels file (`--slices`).
+        name (rows scored in memory name none: give `data`). slices: a JSON labels file (`--slices`), or a list of them.
     tokenizer: the tokenizer for the token strings (default: the aligned model's, from the records). pair: the name
         the summary carries. truncate_mismatched: as `--truncate_mismatched` (the reference's pickles only).
 

@@ -1,10 +1,12 @@
 """PEFT adapters (LoRA and its kin): a model given as an adapter on base weights, loaded with peft.
 
 `--aligned_model` and `--base_model` (and `generate_outputs.py --model`) accept an adapter folder or hub id, i.e.
-one with an `adapter_config.json`. Its base weights are those it names (`base_model_name_or_path`), or, for the
-aligned model, `--base_model`. peft injects the adapter's layers into the base model in place, so the transformers
-model underneath (`PeftModel.get_base_model()`) computes base + adapter, and inside `PeftModel.disable_adapter()`
-the base model alone. `--mode pair` uses this to score both sides of a pair on one copy of the weights.
+one with an `adapter_config.json`. Its base weights are those it names (`base_model_name_or_path`) when they are a
+folder here, else, for the aligned model, `--base_model` when given (a hub id it names, or a folder on the machine it
+was trained on; with a warning when the names differ). peft injects the adapter's layers into the base model in
+place, so the transformers model underneath (`PeftModel.get_base_model()`) computes base + adapter, and inside
+`PeftModel.disable_adapter()` the base model alone. `--mode pair` uses this to score both sides of a pair on one
+copy of the weights.
 
     loaded = load("org/llama2-lora", torch.bfloat16, "cuda")           # base weights + adapter
     aligned, base = load_pair("org/llama2-lora", "meta-llama/Llama-2-7b-hf", torch.bfloat16, "cuda", "cuda")
@@ -79,8 +81,10 @@ def adapter_config(name: str):
 def describe(name: str | None, base: str | None = None) -> dict | None:
     """What `meta` records of an adapter: {"name", "revision", "base"}, or None when `name` is a full model.
 
-    revision: the hub commit of the adapter's files (None for a folder); base: the base weights it goes on
-    (`base`, e.g. --base_model, else those it names). Raises `UserError` for an adapter that names no base, or names a
+    revision: the hub commit of the adapter's files (None for a folder); base: the base weights it goes on: those it
+    names when they are a folder here, else `base` (e.g. --base_model: a hub id named, or a folder that is not here,
+    such as one on the machine it was trained on) when given, else those it names; a warning when `base` is
+    given and differs from the base it names. Raises `UserError` for an adapter that names no base, or names a
     local folder that is not there (an adapter trained on another machine: give --base_model).
     """
     if name is None:
@@ -88,7 +92,16 @@ def describe(name: str | None, base: str | None = None) -> dict | None:
     cfg = adapter_config(name)
     if cfg is None:
         return None
-    weights = base or cfg.base_model_name_or_path
+    named = cfg.base_model_name_or_path
+    weights = base or named
+    if base and named and not same_weights(named, base):
+        if Path(models._split_revision(named)[0]).is_dir():  # the weights it was trained on are here: they are its base
+            weights = named
+            _warn_once(f"the adapter {name} goes on the base it names, {named} (a folder here), not on {base}: in pair mode "
+                       f"the base side is {base}, a model of its own")
+        else:
+            _warn_once(f"the adapter {name} names the base {named}; it goes on {base} (--base_model) instead: its side is "
+                       f"right only if {base} holds {named}'s weights")
     if not weights:
         raise UserError(f"the adapter {name} names no base model (base_model_name_or_path in adapter_config.json): give "
                         "--base_model")
@@ -99,6 +112,16 @@ def describe(name: str | None, base: str | None = None) -> dict | None:
             raise UserError(f"the adapter {name} names the base model {weights} (base_model_name_or_path in its "
                             "adapter_config.json), which is no folder here: give its base weights with --base_model") from None
     return {"name": name, "revision": _commit(name), "base": weights}
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A warning logged once per process (`describe` runs for the settings, the tokenizer and the load)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
 
 
 def _commit(name: str) -> str | None:

@@ -71,8 +71,8 @@ def run(opts: Options, rank: Rank | None = None, rows=None) -> Path | None:
                           opts.data_revision, opts.columns)
     start, end = data_slice(opts.start, opts.end, len(items))
     if start >= end:
-        log.info(f"examples [{opts.start}:{opts.end}] are past the end of {opts.data_file or 'the data'} ({len(items)} "
-                 "examples): nothing to do")
+        asked = f"[{opts.start}:{'' if opts.end is None else opts.end}]"
+        log.info(f"examples {asked} are past the end of {opts.data_file or 'the data'} ({len(items)} examples): nothing to do")
         return None
     start, end = part_of(start, end, rank, "examples")
     if start >= end:

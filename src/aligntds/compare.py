@@ -103,6 +103,22 @@ def chain_tokens(runs: list[tuple[str, dict]]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["first_stage"], -max(c for c in r["counts"] if c is not None), r["token"]))
 
 
+def same_model(a: str, b: str) -> bool:
+    """True when two recorded model names are one model: equal names, or one local folder written two ways (an
+    absolute path, as presets record it, and a relative one, as typed: equal when both resolve to one folder here,
+    or when the relative path is the end of the absolute one)."""
+    if a == b:
+        return True
+    pa, pb = Path(a), Path(b)
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    if pa.is_absolute() == pb.is_absolute():
+        return False
+    whole, end = (pa, pb) if pa.is_absolute() else (pb, pa)
+    parts = [p for p in end.parts if p != "."]
+    return ".." not in parts and len(parts) > 1 and whole.parts[-len(parts):] == tuple(parts)
+
+
 def check_chain(paths: list[Path], summaries: list[dict]) -> None:
     """A chain's stages share the base model and the answers (their count and `answers_fingerprint`; one-line UserError
     naming both summaries otherwise); positions that differ (a stage whose context cut answers shorter) are only a
@@ -112,7 +128,7 @@ def check_chain(paths: list[Path], summaries: list[dict]) -> None:
     first, p0 = summaries[0], paths[0]
     for path, s in zip(paths[1:], summaries[1:]):
         bases = (first.get("models", {}).get("i2b"), s.get("models", {}).get("i2b"))
-        if None not in bases and bases[0] != bases[1]:
+        if None not in bases and not same_model(*bases):
             raise UserError(f"{path}: scored against the base {bases[1]}, {p0} against {bases[0]}: a chain's stages share one "
                             "base")
         if s.get("examples") != first.get("examples"):

@@ -252,10 +252,11 @@ def fill_template(template: str | None, query: str) -> str:
 
 
 def data_slice(start: int, end: int | None, n: int) -> tuple[int, int]:
-    """[start, end) clamped to the data (`--start`, `--end`); `end` defaults to the data length."""
+    """[start, end) clamped to the data (`--start`, `--end`); `end` defaults to the data length (a start past it is
+    an empty slice, as with an --end past it)."""
     if start < 0:
         raise UserError(f"--start must be >= 0, got {start}")
-    end = n if end is None else end
+    end = max(n, start) if end is None else end
     if end < start:
         raise UserError(f"--end ({end}) is before --start ({start})")
     return min(start, n), min(end, n)

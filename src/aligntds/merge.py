@@ -63,7 +63,10 @@ def merge_shards(directory: str | Path, pair: str, mode: str) -> Path:
         raise UserError(f"{shard_dir}: no shards named {store.shard_name(pair, mode, 0, 0).replace('[0:0]', '[start:end]')}")
 
     tiles = [(start, end, path.name) for start, end, path in shards]
-    check_tiling(tiles, 0, None)  # gaps and overlaps before anything is read
+    try:
+        check_tiling(tiles, 0, None)  # gaps and overlaps before anything is read
+    except UserError as e:
+        raise UserError(f"{shard_dir}: {e}") from None
     merged: list[dict] = []
     settings = n_data = None
     for start, end, path in shards:
@@ -81,12 +84,16 @@ def merge_shards(directory: str | Path, pair: str, mode: str) -> Path:
                 raise UserError(f"{path.name} was made with other settings than {first} ({settings_difference(settings, here)})")
         merged.extend(records)
     if n_data is not None:
-        check_tiling(tiles, 0, n_data, whole=f"the data has {n_data} examples")
+        try:
+            check_tiling(tiles, 0, n_data, whole=f"the data has {n_data} examples")
+        except UserError as e:
+            raise UserError(f"{shard_dir}: {e}") from None
 
     out = directory / store.merged_name(pair, mode)
     store.save_records(out, merged)
     positions = sum(len(r["response_ids"]) for r in merged)
     cut = sum(1 for r in merged if r["n_truncated"])
-    log.info(f"merged {len(shards)} shards into {out}: {len(merged)} examples, {positions} answer positions"
+    shards_merged = f"{len(shards)} shard" + ("s" if len(shards) != 1 else "")
+    log.info(f"merged {shards_merged} into {out}: {len(merged)} examples, {positions} answer positions"
              + (f", {cut} answers cut to the context" if cut else ""))
     return out

@@ -113,8 +113,8 @@ class PrepOptions(Flags):
                                "is labelled null", [], metavar="FIELD")
     data_file: str | None = flag("the data file to read --slice_by fields from (default: the one the records name); examples "
                                  "matched by index, checked by id", None, metavar="FILE")
-    slices: str | None = flag('labels from a JSON file: {"id": "label"} (one field, named after the file) or '
-                              '{"id": {"field": "label"}}', None, metavar="FILE")
+    slices: list[str] = flag('labels from a JSON file: {"id": "label"} (one field, named after the file) or '
+                             '{"id": {"field": "label"}} (repeatable: each file adds its fields)', [], metavar="FILE")
     truncate_mismatched: bool = flag("reference pickles only: cut answers whose i2i and i2b lengths differ to the shorter, "
                                      "as the reference did", False)
     data_split: str | None = flag("--data_file's split, for a datasets folder or hub dataset (default: the records')", None)

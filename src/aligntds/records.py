@@ -111,6 +111,10 @@ def check_records(records: list[dict], path: str | Path, mode: str) -> None:
                 raise UserError(f"{path}: record {n} (id={rec['id']}): {key.name} is not an array of {t} positions (the answer's "
                                 "length)")
             _check_finite(rec[key.name], key.name, f"{path}: record {n} (id={rec['id']})")
+            if key.name.endswith("rank") and rec[key.name].size and rec[key.name].min() < -1:  # 0-based; -1: no such token
+                at = int(np.argmin(rec[key.name]))
+                raise UserError(f"{path}: record {n} (id={rec['id']}): {key.name} holds {rec[key.name][at]} at answer position "
+                                f"{at}: a rank is 0-based, or -1 for a token the model does not have")
 
 
 def _check_finite(values: np.ndarray, key: str, where: str) -> None:

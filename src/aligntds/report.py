@@ -49,9 +49,11 @@ def environment():
     env.globals.update(version=__version__, show=show_token, show_id=id_key, marks=WHITESPACE, template_label=template_label)
     env.filters["pct"] = percent
     env.globals["truncated_kl_note"] = TRUNCATED_KL_NOTE
+    env.globals["exact_kl"] = EXACT_KL
     return env
 
 
+EXACT_KL = "exact: KL(P_base ‖ P_aligned) over the whole vocabulary, in nats (--mode pair)"
 TRUNCATED_KL_NOTE = ("KL@k is the reference's: Σ p_b log(p_b / p_a) over only the tokens both top-k lists share (probabilities "
                      "renormalized over each side's stored top-k), so it is not a divergence: it can be negative "
                      "(by tenths of a nat where the shared tokens are likelier under the aligned model), and it is 0 "

@@ -117,7 +117,8 @@ def add_slices(examples: list[dict], a_meta: dict, slice_by=(), data_file=None, 
 
     `slice_by` fields are read from `data_file` (a path or hub name with `data_split`, `data_revision` and `columns`, or
     rows in memory), else from the data named in the records' meta (`data_file`, `data_split`, `data_revision`,
-    `data_columns`, as given to logit_analysis); `slices_file` is a JSON labels file (see `_labels_from_file`).
+    `data_columns`, as given to logit_analysis); `slices_file` is a JSON labels file or a list of them (see
+    `_labels_from_file`; a field given twice is an error).
     """
     labels: dict[str, list[str]] = {}
     if slice_by:
@@ -131,11 +132,12 @@ def add_slices(examples: list[dict], a_meta: dict, slice_by=(), data_file=None, 
             how = "--data_file" if given else "the records' data file (meta data_file); pass --data_file"
             raise UserError(f"{data}: data file not found ({how})")
         labels.update(_labels_from_data(examples, list(dict.fromkeys(slice_by)), data, *source))
-    if slices_file:
-        for name, values in _labels_from_file(examples, Path(slices_file)).items():
+    origin = dict.fromkeys(labels, "--slice_by")  # where each field's labels came from, for the message
+    for path in [slices_file] if isinstance(slices_file, (str, Path)) else list(slices_file or []):
+        for name, values in _labels_from_file(examples, Path(path)).items():
             if name in labels:
-                raise UserError(f"{slices_file}: field '{name}' is also given by --slice_by")
-            labels[name] = values
+                raise UserError(f"{path}: field '{name}' is also given by {origin[name]}")
+            labels[name], origin[name] = values, str(path)
     for n, ex in enumerate(examples):
         ex["slices"] = {name: values[n] for name, values in labels.items()}
     return list(labels)
