@@ -86,7 +86,12 @@ for label in "${labels[@]}"; do  # a label names its stage's files: a repeated o
     seen[$label]=1
 done
 last=${labels[-1]}
-if [ -z "${BASE_MODEL:-}" ] && [ -n "${models[-1]}" ]; then  # only a preset knows its base: say so before any run
+is_preset() {  # the label is a --pair preset (which names a base model)
+    "$PYTHON" -c 'import sys; sys.path.insert(0, sys.argv[1]); from aligntds.presets import PAIRS; sys.exit(sys.argv[2] not in PAIRS)' \
+        "$repo/src" "$1" 2> /dev/null
+}
+if [ -z "${BASE_MODEL:-}" ] && [ -n "${models[-1]}" ] && [[ " $* " != *" --base_model "* ]] && ! is_preset "$last"; then
+    # only a preset knows its base: say so before any run
     echo "error: the last stage ($last=${models[-1]}) is not a preset, so it names no base model: give it with" \
         "BASE_MODEL=... scripts/run_chain.sh ..." >&2
     exit 2

@@ -149,16 +149,21 @@ def test_base_weights_from_the_flag(tmp_path, data_file, pair_llama, lora, capsy
     one_error_line(capsys, str(moved), "names no base model", "--base_model")
 
 
-def test_an_adapter_goes_on_the_base_it_names_when_that_folder_is_here(tmp_path, data_file, pair_llama, lora, loads, caplog):
+def test_an_adapter_goes_on_the_base_it_names_when_that_folder_is_here(tmp_path, data_file, pair_llama, lora, loads, capsys):
     """A LoRA trained on one model (here the tiny base), compared with another (--base_model: the tiny aligned model):
     the adapter stays on the weights it names, and the base side is the other model, loaded by itself."""
     other = pair_llama["aligned"]
     loads[:] = []
-    with caplog.at_level("WARNING", logger="aligntds"):
-        pair = run(data_file, tmp_path / "a", "pair", lora[0], other, "--enable_template")
-    assert f"the adapter {lora[0]} goes on the base it names, {pair_llama['base']}" in caplog.text and len(loads) == 2
-    assert pair[0]["meta"]["adapter"]["base"] == str(pair_llama["base"])
+    capsys.readouterr()
+    pair = run(data_file, tmp_path / "a", "pair", lora[0], other, "--enable_template")
+    assert f"the adapter {lora[0]} goes on the base it names, {pair_llama['base']}" in capsys.readouterr().err
+    assert len(loads) == 2 and pair[0]["meta"]["adapter"]["base"] == str(pair_llama["base"])
     assert_same_scores(pair, run(data_file, tmp_path / "m", "pair", lora[1], other, "--enable_template"))
+    # in i2i mode --base_model has no other role: it says where the adapter goes (an override), with a warning
+    capsys.readouterr()
+    i2i = run(data_file, tmp_path / "i", "i2i", lora[0], other)
+    assert f"names the base {pair_llama['base']}; it goes on {other} (--base_model) instead" in capsys.readouterr().err
+    assert i2i[0]["meta"]["adapter"]["base"] == str(other)
 
 
 def test_an_adapter_on_the_output_layer_is_merged(tmp_path, data_file, pair_llama, tok_bos, loads, capsys):

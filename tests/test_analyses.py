@@ -500,6 +500,11 @@ def test_chain_labels_must_differ(tmp_path, report, capsys):
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
         assert done.stderr.startswith(errors[stages[0]]), done.stderr
         assert not (tmp_path / "runs").exists()
+    # the base given among the flags for every run: no such refusal (the stages then run: here PYTHON=false fails them)
+    done = subprocess.run(["bash", "scripts/run_chain.sh", "toy", str(tmp_path / "data.json"), "s=m1", "t=m2", "--",
+                           "--base_model", "b"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**env, "LOGITS_ROOT": str(tmp_path / "runs"), "PYTHON": "false"})
+    assert done.returncode == 1 and "a process failed" in done.stderr and "names no base model" not in done.stderr
     summary = str(report["html"] / "summary.json")
     for chain in ([], ["--chain"]):
         assert compare_pairs([*chain, summary, summary, "--labels", "a,a", "--out", str(tmp_path / "c")]) == 2

@@ -96,6 +96,23 @@ def test_score_takes_a_dataframe_and_columns_as_a_dict(api, labelled, pair_llama
         aligntds.score(renamed, aligned=str(pair_llama["aligned"]), columns="prompt=input;answers=output")
 
 
+def test_a_dataframe_read_from_parquet_is_read_as_the_file(api, labelled, pair_llama, tmp_path):
+    """pandas gives list cells as numpy arrays and a missing value as NaN: the rows must still be the file's (lists,
+    None), not their text ("['ans']" scored as the answer) or NaN (a slice label 'NaN')."""
+    rows = json.loads(labelled.read_text())
+    rows[0]["output_ids"] = [int(i) for i in api["i2i"][0]["response_ids"]]  # one example with ids, the others without
+    pd.DataFrame(rows).to_parquet(tmp_path / "rows.parquet")
+    frame = pd.read_parquet(tmp_path / "rows.parquet")
+    assert isinstance(frame["output"][0], np.ndarray) and frame["category"].isna().sum() == 1  # the premise
+    records = aligntds.score(frame, aligned=str(pair_llama["aligned"]), mode="i2i", end=3)
+    for mine, theirs in zip(records, api["i2i"][:3]):
+        assert np.array_equal(mine["response_ids"], theirs["response_ids"])
+        assert mine["final_generated_text"] == theirs["final_generated_text"]
+    by_frame = aligntds.prepare(api["i2i"], api["i2b"], slice_by=["category"], data=frame).positions()
+    pd.testing.assert_series_equal(by_frame["category"], api["prepared"].positions()["category"])
+    assert "null" in set(by_frame["category"]) and "NaN" not in set(by_frame["category"])
+
+
 def test_score_errors_name_the_arguments(api, labelled, pair_llama):
     with pytest.raises(UserError, match=r"score\(mode='i2b'\) needs i2i="):
         aligntds.score(labelled, base=str(pair_llama["base"]), mode="i2b")

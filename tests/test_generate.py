@@ -189,6 +189,10 @@ def test_bad_models_and_flags(tmp_path, chat_model, instructions, capsys):
     assert run_generate(instructions, out, chat_model[0], "--start", "5", "--end", "2") == 2
     one_error_line(capsys, "--end (2) is before --start (5)")
     assert not out.exists()
+    out.write_text("[]\n# kept")  # a slice past the end: nothing to do, and an existing file is not written over
+    for past in (["--start", "50"], ["--start", "50", "--end", "60"]):
+        assert run_generate(instructions, out, tmp_path / "not-loaded", *past) == 0
+        assert out.read_text() == "[]\n# kept"
 
 
 def test_answers_capped_to_the_context(tmp_path, chat_model, instructions, capsys):

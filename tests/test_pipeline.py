@@ -330,7 +330,7 @@ def test_bad_output_folder_and_device_fail_before_scoring(tmp_path, data_file, p
     assert i2i(data_file, blocker / "shards", pair_llama["aligned"]) == 2
     one_error_line(capsys, "a-file/shards", "cannot create the output folder")
     assert i2i(data_file, blocker, pair_llama["aligned"]) == 2
-    one_error_line(capsys, "a-file: is a file, not a folder")
+    one_error_line(capsys, "a-file: is a file, where the output needs a folder")
     assert i2i(data_file, tmp_path / "s", pair_llama["aligned"], "--device", "gpu") == 2
     one_error_line(capsys, "--device 'gpu' is not a device")
     assert i2i(data_file, tmp_path / "s", pair_llama["aligned"], "--device", "cuda:99") == 2

@@ -1,9 +1,9 @@
 """PEFT adapters (LoRA and its kin): a model given as an adapter on base weights, loaded with peft.
 
 `--aligned_model` and `--base_model` (and `generate_outputs.py --model`) accept an adapter folder or hub id, i.e.
-one with an `adapter_config.json`. Its base weights are those it names (`base_model_name_or_path`) when they are a
-folder here, else, for the aligned model, `--base_model` when given (a hub id it names, or a folder on the machine it
-was trained on; with a warning when the names differ). peft injects the adapter's layers into the base model in
+one with an `adapter_config.json`. Its base weights are those it names (`base_model_name_or_path`), or, for the
+aligned model, `--base_model` (`base_weights`: in pair mode, where --base_model is the base side, a named base that is a
+folder here is kept; a warning whenever the two differ). peft injects the adapter's layers into the base model in
 place, so the transformers model underneath (`PeftModel.get_base_model()`) computes base + adapter, and inside
 `PeftModel.disable_adapter()` the base model alone. `--mode pair` uses this to score both sides of a pair on one
 copy of the weights.
@@ -81,10 +81,8 @@ def adapter_config(name: str):
 def describe(name: str | None, base: str | None = None) -> dict | None:
     """What `meta` records of an adapter: {"name", "revision", "base"}, or None when `name` is a full model.
 
-    revision: the hub commit of the adapter's files (None for a folder); base: the base weights it goes on: those it
-    names when they are a folder here, else `base` (e.g. --base_model: a hub id named, or a folder that is not here,
-    such as one on the machine it was trained on) when given, else those it names; a warning when `base` is
-    given and differs from the base it names. Raises `UserError` for an adapter that names no base, or names a
+    revision: the hub commit of the adapter's files (None for a folder); base: the base weights it goes on (`base`,
+    as `base_weights` chose them, else those it names). Raises `UserError` for an adapter that names no base, or names a
     local folder that is not there (an adapter trained on another machine: give --base_model).
     """
     if name is None:
@@ -92,16 +90,7 @@ def describe(name: str | None, base: str | None = None) -> dict | None:
     cfg = adapter_config(name)
     if cfg is None:
         return None
-    named = cfg.base_model_name_or_path
-    weights = base or named
-    if base and named and not same_weights(named, base):
-        if Path(models._split_revision(named)[0]).is_dir():  # the weights it was trained on are here: they are its base
-            weights = named
-            _warn_once(f"the adapter {name} goes on the base it names, {named} (a folder here), not on {base}: in pair mode "
-                       f"the base side is {base}, a model of its own")
-        else:
-            _warn_once(f"the adapter {name} names the base {named}; it goes on {base} (--base_model) instead: its side is "
-                       f"right only if {base} holds {named}'s weights")
+    weights = base or cfg.base_model_name_or_path
     if not weights:
         raise UserError(f"the adapter {name} names no base model (base_model_name_or_path in adapter_config.json): give "
                         "--base_model")
@@ -114,14 +103,26 @@ def describe(name: str | None, base: str | None = None) -> dict | None:
     return {"name": name, "revision": _commit(name), "base": weights}
 
 
-_WARNED: set[str] = set()
+def base_weights(name: str | None, base: str | None, pair: bool = False) -> str | None:
+    """The base weights the adapter `name` goes on, given `base` (--base_model; None: those it names), with a warning
+    when `base` differs from the base it names (`base_model_name_or_path`). Returns `base` for a full model.
 
-
-def _warn_once(message: str) -> None:
-    """A warning logged once per process (`describe` runs for the settings, the tokenizer and the load)."""
-    if message not in _WARNED:
-        _WARNED.add(message)
-        log.warning(message)
+    In pair mode (`pair`), `base` is also the base side: when the base the adapter names is a folder here, the adapter
+    goes on it (a LoRA trained on an SFT model and compared with the pretrained base stays on the SFT weights), and
+    the base side is `base`, loaded by itself. Otherwise (i2i, generation, or a named base that is a hub id or a
+    folder not here, e.g. on the machine it was trained on) `base` is where it goes: --base_model overrides.
+    """
+    cfg = adapter_config(name) if name else None
+    named = cfg.base_model_name_or_path if cfg is not None else None
+    if not base or not named or same_weights(named, base):
+        return base
+    if pair and Path(models._split_revision(named)[0]).is_dir():
+        log.warning(f"the adapter {name} goes on the base it names, {named} (a folder here), not on {base}: the base side "
+                    f"is {base}, a model of its own")
+        return named
+    log.warning(f"the adapter {name} names the base {named}; it goes on {base} (--base_model) instead: its scores are "
+                f"right only if {base} holds {named}'s weights")
+    return base
 
 
 def _commit(name: str) -> str | None:
@@ -195,7 +196,8 @@ def load_pair(aligned: str, base: str, dtype, device: str, base_device: str, ali
     ONCE: the base side is the same model with the adapter switched off (`PeftModel.disable_adapter`), so the
     pair costs one model's memory plus the adapter's. Otherwise each model is loaded by itself.
 
-    aligned_base: the aligned adapter's base weights when given (--base_model), else those it names.
+    aligned_base: the aligned adapter's base weights when given (`base_weights(aligned, --base_model, pair=True)`), else those
+    it names.
     """
     info = describe(aligned, aligned_base)
     if info and same_weights(info["base"], base) and base_device == device and describe(base) is None:

@@ -64,8 +64,8 @@ class RunPlan:
 def run(opts: Options, rank: Rank | None = None, rows=None) -> Path | None:
     """Score this process's part of examples [start, end) and write its shard; returns its path (None: nothing to do).
 
-    rows: the examples in memory (the Python API, `aligntds.score`: a list of dicts or a `datasets.Dataset`), read and
-    checked as a data file's are, instead of `opts.data_file` (then None; the records' meta `data_file` is null)."""
+    rows: the examples in memory (the Python API, `aligntds.score`: a list of dicts, a DataFrame or a `datasets.Dataset`),
+    read and checked as a data file's are, instead of `opts.data_file` (then None; the records' meta `data_file` is null)."""
     rank = rank or current_rank()
     items = load_examples(opts.data_file if rows is None else rows, PROMPT_FIELDS[opts.mode], opts.data_split,
                           opts.data_revision, opts.columns)
@@ -104,7 +104,8 @@ def plan_run(opts: Options, items: list[dict], start: int, end: int, rank: Rank)
     if made is not None and made != opts.tokenization:  # the answer ids are the i2i run's: the contexts must be made alike
         raise UserError(f"{opts.i2i_pkl_file}: its i2i records were scored with --tokenization {made}, this i2b run has "
                         f"--tokenization {opts.tokenization}: give --tokenization {made} (or score i2i again)")
-    weights = [opts.base_model if mode != "i2b" else None, None][: len(names)]
+    # the aligned adapter's base weights (i2i, pair): --base_model, or in pair mode the folder it names (adapters.base_weights)
+    weights = [adapters.base_weights(names[0], opts.base_model, mode == "pair") if mode != "i2b" else None, None][: len(names)]
     settings = {"model": names[0], "base_model": names[-1], "adapter": adapters.describe(names[0], weights[0]),
                 "base_adapter": adapters.describe(names[-1]) if mode == "pair" else None, "mode": mode,
                 "dtype": models.dtype_name(dtype), "top_k": opts.top_k, "template": template, "tokenization": opts.tokenization,
@@ -139,7 +140,7 @@ def execute(plan: RunPlan, rank: Rank) -> Path:
     else:
         shared = models.shared_ids(*toks, *names) if mode == "pair" else None
     kw = {k: getattr(opts, k) for k in ("device_map", "trust_remote_code", "attn_implementation")}
-    loaded = (adapters.load_pair(*names, plan.dtype, plan.device, plan.base_device, opts.base_model, **kw) if mode == "pair"
+    loaded = (adapters.load_pair(*names, plan.dtype, plan.device, plan.base_device, plan.weights[0], **kw) if mode == "pair"
               else [adapters.load(names[0], plan.dtype, plan.device, plan.weights[0], **kw)])
     contexts = [models.context_length(x.model) for x in loaded]
     sides = sides_for(mode, [ChatEncoder(t, opts.tokenization) for t in toks], contexts, plan.planned["template"])

@@ -27,7 +27,7 @@ Per example, per position (T positions; each a numpy array of length T):
                                     token strings, or with --tokenizer the answer ids decoded alone, cut the same way
     aligned_boundary, base_boundary
                       str           what each model read between its prompt and the spans that its prompt's text
-                                    does not end with (prepare.boundary): position t's prefix on a side is its prompt,
+                                    does not end with (data_prep.boundary): position t's prefix on a side is its prompt,
                                     then (t > 0) its boundary, then the first t spans. With a SentencePiece tokenizer
                                     the answer's first token carries a space: the chat prompt's text ends in it (""),
                                     the reference's base template does not (" "); "" for the reference's pickles

@@ -58,7 +58,8 @@ PART_FORMAT = "aligntds generate_outputs part 1"
 PART_KEYS = ("generator", "max_new_tokens", "dtype", "n_data", "data", "start", "end")
 
 
-def load_instructions(path, split: str | None = None, revision: str | None = None, columns: str | None = None) -> list[dict]:
+def load_instructions(path, split: str | None = None, revision: str | None = None,
+                      columns: str | dict | None = None) -> list[dict]:
     """Instructions from a JSON list or JSONL (or any source `aligntds.sources.read_items` reads, with `split`, `revision`
     and the `columns` mapping): objects with `pure_input` or `instruction` (a non-empty string).
 
@@ -197,6 +198,10 @@ def run(opts: GenOptions, rank: Rank | None = None) -> Path | None:
     start, end = data_slice(opts.start, opts.end, len(all_items))
     if opts.merge:
         return merge_parts(opts, all_items, start, end)
+    if start >= end:  # as logit_analysis: nothing loaded, nothing written (an existing --output_file is kept)
+        asked = f"[{opts.start}:{'' if opts.end is None else opts.end}]"
+        log.info(f"instructions {asked} are past the end of {opts.data_file} ({len(all_items)} instructions): nothing to do")
+        return None
     _, model_name = models.resolve_pair(opts.pair, None, opts.model)
     if model_name is None:
         raise UserError(f"--pair {opts.pair!r} is not a preset ({', '.join(models.PAIRS)}): give --model")
@@ -205,6 +210,8 @@ def run(opts: GenOptions, rank: Rank | None = None) -> Path | None:
         models.check_model_folder(opts.base_model, "--base_model")
         if adapters.describe(model_name, opts.base_model) is None:
             log.warning(f"--base_model applies to an adapter --model only; {model_name} is a full model")
+        else:
+            adapters.base_weights(model_name, opts.base_model)  # a warning when it differs from the base it names
     device = device_for(rank, opts.device, None)
     select_device(device)
     dtype = models.resolve_dtype(opts.dtype, device)

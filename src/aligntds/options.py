@@ -54,7 +54,8 @@ class ScoreOptions(Flags):
                                      metavar="FILE")
     i2i_pkl_file: str | None = flag("i2b: the i2i records of the same data; the answer token ids come from it", None)
     aligned_model: str | None = flag("aligned model: Hugging Face id (id@revision), local folder, or PEFT adapter (on the base "
-                                     "weights it names, or --base_model); overrides --pair", None)
+                                     "weights it names, or --base_model: in pair mode only when the base it names is no "
+                                     "folder here); overrides --pair", None)
     base_model: str | None = flag("base model: Hugging Face id (id@revision), local folder, or PEFT adapter; overrides --pair. "
                                   "Pair mode with an aligned adapter on these weights loads them once", None)
     dtype: str = flag(DTYPE_HELP, "auto", choices=DTYPE_CHOICES)
@@ -163,7 +164,8 @@ class GenOptions(Flags):
     pair: str = flag(f"a preset whose aligned model answers ({', '.join(PAIRS)})", "demo")
     model: str | None = flag("the aligned model: Hugging Face id (id@revision), local folder, or PEFT adapter (on the base "
                              "weights it names); overrides --pair", None)
-    base_model: str | None = flag("the base weights of an adapter --model (default: those it names)", None)
+    base_model: str | None = flag("the base weights of an adapter --model (default: those it names; a warning when they "
+                                  "differ)", None)
     max_new_tokens: int = flag("longest answer, in tokens", 256)
     batch_size: int = flag("prompts generated together", 16)
     start: int = flag("first instruction", 0)

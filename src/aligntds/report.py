@@ -124,7 +124,7 @@ def page_data(ex: dict, tokens: dict[int, str], k: int = 10) -> dict:
     Top-10 probabilities go as integer parts per million; the base probability of the aligned
     token, often far smaller, with four significant digits. KL, Jaccard and WS are at k (10, or the
     stored top-k when fewer were stored). `spans` are the answer text per token (position t's prefixes are the
-    prompts, each side's boundary when t > 0, and the first t spans: `prepare.boundary`), `marks` and `empty` what
+    prompts, each side's boundary when t > 0, and the first t spans: `data_prep.boundary`), `marks` and `empty` what
     the tables show for whitespace and control characters (those of `tokentext.MARKS` that the page's tokens hold)
     and for an empty token."""
     ids = {*ex["response_ids"].tolist(), *ex["aligned_topk_ids"].ravel().tolist(), *ex["base_topk_ids"].ravel().tolist()}

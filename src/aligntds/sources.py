@@ -136,8 +136,25 @@ def map_columns(rows: list, columns: dict[str, str], name: str, known: list[str]
 
 
 def _plain(rows: list) -> list:
-    """A table's rows as a JSON file of them would hold them (lists, str, int, float, bool, None; other values as text)."""
-    return json.loads(json.dumps(rows, ensure_ascii=False, default=str))
+    """A table's rows as a JSON file of them would hold them (lists, str, int, float, bool, None; numpy arrays and scalars
+    as lists and numbers; other values as text)."""
+    return json.loads(json.dumps(rows, ensure_ascii=False, default=_json_value))
+
+
+def _json_value(value):
+    """What `json.dumps` writes for a value it does not know: a numpy array or scalar's `tolist()`, else its text."""
+    return value.tolist() if type(value).__module__ == "numpy" and hasattr(value, "tolist") else str(value)
+
+
+def _frame_rows(frame) -> list[dict]:
+    """A DataFrame's rows as a Parquet file of it gives them (pyarrow: list cells as lists, not numpy arrays; a missing
+    value, NaN in pandas, as None); `to_dict` where pyarrow cannot type a column (mixed kinds of values)."""
+    import pyarrow as pa
+
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False).to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
 def _datasets(name: str):
@@ -226,7 +243,9 @@ def read_items(data, split: str | None = None, revision: str | None = None, colu
     elif kind == "frame":
         if split is not None:
             raise UserError(f"{name}: a DataFrame has no splits: leave out split={split!r}")
-        rows, known = _plain(data.to_dict("records")), [str(c) for c in data.columns]
+        if revision is not None:
+            log.warning("revision applies to hub datasets only: the DataFrame is read as it is")
+        rows, known = _plain(_frame_rows(data)), [str(c) for c in data.columns]
     elif kind == "json":
         if split is not None:
             raise UserError(f"{name}: a JSON file has no splits: leave out --data_split {split}")

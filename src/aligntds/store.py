@@ -111,7 +111,7 @@ def ensure_writable_folder(folder: str | os.PathLike) -> None:
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise UserError(f"{folder}: is a file, not a folder: name a folder for the output")
+        raise UserError(f"{folder}: is a file, where the output needs a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
