@@ -488,12 +488,16 @@ def test_provenance_in_the_summary_and_on_the_pages(tmp_path, report, pair_llama
         assert json.loads(summaries[-1].read_text())["provenance"]["base"]["template"] == template
     assert compare_pairs([*map(str, summaries), "--labels", "short,long", "--out", str(tmp_path / "cmp")]) == 0
     page = (tmp_path / "cmp" / "index.html").read_text()
-    rows = page.split('<table id="provenance"')[1].split("</table>")[0].split("<tr>")[2:]
-    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S) for row in rows]  # run, side, scored in, model, ..., template
-    assert [c[:3] for c in cells] == [["short", "aligned", "i2i"], ["short", "base", "i2b"],
-                                      ["long", "aligned", "i2i"], ["long", "base", "i2b"]]
-    assert cells[1][6] != cells[3][6] and all(c[6].startswith("Query: {query} (") for c in (cells[1], cells[3]))
-    assert cells[0][6] == cells[2][6] == "the chat prompt (input)"
+    table = page.split('<table id="provenance"')[1].split("</table>")[0]
+    header, *rows = [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, flags=re.S) for row in table.split("<tr>")[1:]]
+    assert header == ["", "short: aligned", "short: base", "long: aligned", "long: base"]  # a column per side of each run
+    cells = {row[0]: row[1:] for row in rows}  # a row per setting
+    assert list(cells) == ["scored in", "model", "revision", "dtype", "prompt template", "top_k", "tokenization", "adapter",
+                           "aligntds", "git commit"]
+    assert cells["scored in"] == ["i2i", "i2b", "i2i", "i2b"]
+    templates = cells["prompt template"]
+    assert templates[1] != templates[3] and all(t.startswith("Query: {query} (") for t in (templates[1], templates[3]))
+    assert templates[0] == templates[2] == "the chat prompt (input)"
 
 
 def _answer_example(spans: list[str]) -> dict:
@@ -549,3 +553,14 @@ def test_answer_marks_carriage_returns_controls_and_zero_width_tokens():
     assert got[3]["text"] == "␍" and got[4]["text"] == "↵" and got[10]["text"] == "<0x1B>[1m"
     assert got[13]["text"] == "" and got[13]["title"] == "<0xF0>"  # the empty stub, as before
     assert all("title" not in got[t] for t in (0, 2, 5, 11))
+
+
+def test_provenance_table_of_runs_that_record_none():
+    """A summary.json of an earlier version (no provenance) and the reference's pickles: said in the table's first row."""
+    from aligntds.report import environment
+
+    page = environment().from_string('{% from "provenance.html" import provenance_table %}{{ provenance_table(runs) }}').render(
+        runs=[("old", {}), ("ref", {"provenance": {"aligned": "reference", "base": "reference"}})])
+    first = re.findall(r"<td>(.*?)</td>", page.split("<th>scored in</th>")[1].split("</tr>")[0])
+    assert first == ["not recorded (a summary.json of an earlier version)"] * 2 + [
+        "the reference implementation&#39;s pickles (they record none of this)"] * 2
