@@ -70,7 +70,9 @@ class JoinedRun:
     cut: int = 0
 
 
-def _kind(records: list[dict], path) -> str:
+def record_kind(records: list[dict], path) -> str:
+    """The mode the records were scored in (their meta's), or "reference" for the reference's pickles; a one-line
+    `UserError` naming `path` for no records or records of neither."""
     if not records:
         raise UserError(f"{path}: holds no records")
     first = records[0]
@@ -167,7 +169,7 @@ def load_joined(i2i_path, i2b_path, truncate_mismatched: bool = False) -> Joined
 
     a_recs, i2i_path = _records(i2i_path, "i2i=[records]")
     b_source, i2b_path = i2b_path, "i2b=[records]" if isinstance(i2b_path, list) else i2b_path
-    kind = _kind(a_recs, i2i_path)
+    kind = record_kind(a_recs, i2i_path)
     if kind == "pair":
         if i2b_path is not None:
             raise UserError(f"{i2i_path} holds --mode pair records (both models): give it alone, without {i2b_path}")
@@ -179,13 +181,13 @@ def load_joined(i2i_path, i2b_path, truncate_mismatched: bool = False) -> Joined
         raise UserError(f"{i2i_path} holds {kind} records: data_prep also needs the i2b file")
     b_recs = _records(b_source, i2b_path)[0]
     if kind == "reference":
-        if _kind(b_recs, i2b_path) != "reference":
+        if record_kind(b_recs, i2b_path) != "reference":
             raise UserError(f"{i2b_path}: expected the reference's records, like {i2i_path}")
         examples, strings, cut = join_reference(a_recs, b_recs, i2i_path, i2b_path, truncate_mismatched)
         return JoinedRun(examples, "reference", strings, {"source": "reference"}, {"source": "reference"}, cut)
     if kind != "i2i":
         raise UserError(f"{i2i_path}: holds {kind} records, expected i2i")
-    if _kind(b_recs, i2b_path) == "pair":
+    if record_kind(b_recs, i2b_path) == "pair":
         raise UserError(f"{i2b_path} holds --mode pair records (both models): give it alone, without {i2i_path}")
     check_records(a_recs, i2i_path, "i2i")
     check_records(b_recs, i2b_path, "i2b")

@@ -33,24 +33,27 @@ def find_shards(shard_dir: Path, pair: str, mode: str) -> list[tuple[int, int, P
 
 
 def check_tiling(tiles: Sequence[tuple[int, int, str]], start: int, end: int | None, what: str = "shard",
-                 whole: str = "") -> None:
+                 whole: str = "", folder: str = "") -> None:
     """Refuse, with one line naming the file, ranges that do not tile examples [start, end) exactly.
 
     tiles: (start, end, file name) of each file, sorted by start; each must begin where the one before it ended.
     end: None when not known yet (then only gaps and overlaps between the files are checked). what: how a file
-    is called in the message ("shard", "part"); whole: what `end` is ("the data has 7 examples").
+    is called in the message ("shard", "part"); whole: what `end` is ("the data has 7 examples"); folder: the files'
+    folder, which the message names first when the names are bare.
     """
+    where = f"{folder}: " if folder else ""
     expected = start
     for s, e, name in tiles:
         if s > expected:
-            raise UserError(f"gap: no {what} holds examples [{expected}:{s}] (before {name})")
+            raise UserError(f"{where}gap: no {what} holds examples [{expected}:{s}] (before {name})")
         if s < expected:
-            raise UserError(f"overlap: {name} starts at {s}, but the {what}s before it already hold examples up to {expected}")
+            raise UserError(f"{where}overlap: {name} starts at {s}, but the {what}s before it already hold examples up to "
+                            f"{expected}")
         expected = e
     if end is not None and expected < end:
-        raise UserError(f"gap: no {what} holds examples [{expected}:{end}] ({whole})")
+        raise UserError(f"{where}gap: no {what} holds examples [{expected}:{end}] ({whole})")
     if end is not None and expected > end:
-        raise UserError(f"{tiles[-1][2]} holds examples up to {expected}, past the end {end} ({whole})")
+        raise UserError(f"{where}{tiles[-1][2]} holds examples up to {expected}, past the end {end} ({whole})")
 
 
 def merge_shards(directory: str | Path, pair: str, mode: str) -> Path:
@@ -63,10 +66,7 @@ def merge_shards(directory: str | Path, pair: str, mode: str) -> Path:
         raise UserError(f"{shard_dir}: no shards named {store.shard_name(pair, mode, 0, 0).replace('[0:0]', '[start:end]')}")
 
     tiles = [(start, end, path.name) for start, end, path in shards]
-    try:
-        check_tiling(tiles, 0, None)  # gaps and overlaps before anything is read
-    except UserError as e:
-        raise UserError(f"{shard_dir}: {e}") from None
+    check_tiling(tiles, 0, None, folder=str(shard_dir))  # gaps and overlaps before anything is read
     merged: list[dict] = []
     settings = n_data = None
     for start, end, path in shards:
@@ -84,10 +84,7 @@ def merge_shards(directory: str | Path, pair: str, mode: str) -> Path:
                 raise UserError(f"{path.name} was made with other settings than {first} ({settings_difference(settings, here)})")
         merged.extend(records)
     if n_data is not None:
-        try:
-            check_tiling(tiles, 0, n_data, whole=f"the data has {n_data} examples")
-        except UserError as e:
-            raise UserError(f"{shard_dir}: {e}") from None
+        check_tiling(tiles, 0, n_data, whole=f"the data has {n_data} examples", folder=str(shard_dir))
 
     out = directory / store.merged_name(pair, mode)
     store.save_records(out, merged)

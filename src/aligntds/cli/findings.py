@@ -24,6 +24,7 @@ def _phrases(name: str) -> list[str]:
 
 def work(o: FindingsOptions) -> None:
     from ..findings import figures, format_figures
+    from ..join import record_kind
     from ..models import load_tokenizer
     from ..records import check_records
     from ..store import load_records
@@ -31,10 +32,7 @@ def work(o: FindingsOptions) -> None:
     if not 0 < o.early < 1:
         raise UserError(f"--early must be between 0 and 1, got {o.early}")
     records = load_records(o.i2b_file)
-    meta = records[0].get("meta") if records and isinstance(records[0], dict) else None
-    check_records(records, o.i2b_file, "pair" if isinstance(meta, dict) and meta.get("mode") == "pair" else "i2b")
-    if not records:
-        raise UserError(f"{o.i2b_file}: holds no records")
+    check_records(records, o.i2b_file, "pair" if record_kind(records, o.i2b_file) == "pair" else "i2b")
     tok = load_tokenizer(o.tokenizer or records[0]["meta"]["model"])
     result = figures(records, tok, _phrases(o.style), early=o.early)
     print(json.dumps(result, indent=1) if o.json else format_figures(result))
